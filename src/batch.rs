@@ -1,0 +1,90 @@
+//! The batch: struct-of-arrays columns over one reusable byte buffer.
+//!
+//! Row `i` of a batch is the `i`-th decoded frame in stream order. Its bytes
+//! are `buf[offset[i] .. offset[i] + len[i]]` (the whole frame, sync marker to
+//! CRC), and `sat[i]`, `seq[i]`, `flags[i]` are copied out of its header so
+//! the stages after decode never touch the bytes again.
+//!
+//! A batch is cleared, not dropped, between uses: once its columns and buffer
+//! have grown to the largest batch seen, decoding into it allocates nothing.
+
+/// One batch of decoded frames in columns.
+#[derive(Debug, Default, Clone)]
+pub struct Batch {
+    /// Satellite id of each row.
+    pub sat: Vec<u32>,
+    /// Sequence number of each row.
+    pub seq: Vec<u64>,
+    /// Station flags of each row.
+    pub flags: Vec<u8>,
+    /// Where each row's frame starts in `buf`.
+    pub offset: Vec<usize>,
+    /// Length of each row's whole frame in `buf`.
+    pub len: Vec<u32>,
+    /// The frames' bytes, back to back in stream order.
+    pub buf: Vec<u8>,
+}
+
+impl Batch {
+    /// An empty batch with room for `rows` frames of about `frame_bytes` each.
+    pub fn with_capacity(rows: usize, frame_bytes: usize) -> Batch {
+        Batch {
+            sat: Vec::with_capacity(rows),
+            seq: Vec::with_capacity(rows),
+            flags: Vec::with_capacity(rows),
+            offset: Vec::with_capacity(rows),
+            len: Vec::with_capacity(rows),
+            buf: Vec::with_capacity(rows.saturating_mul(frame_bytes)),
+        }
+    }
+
+    /// Number of rows.
+    #[inline]
+    pub fn len(&self) -> usize {
+        debug_assert!(self.columns_agree());
+        self.sat.len()
+    }
+
+    /// True when the batch holds no rows.
+    #[inline]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Forgets every row, keeping all capacity.
+    #[inline]
+    pub fn clear(&mut self) {
+        self.sat.clear();
+        self.seq.clear();
+        self.flags.clear();
+        self.offset.clear();
+        self.len.clear();
+        self.buf.clear();
+    }
+
+    /// Appends one frame: its header fields and its whole bytes.
+    #[inline]
+    pub fn push(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]) {
+        self.sat.push(sat);
+        self.seq.push(seq);
+        self.flags.push(flags);
+        self.offset.push(self.buf.len());
+        self.len.push(frame.len() as u32);
+        self.buf.extend_from_slice(frame);
+    }
+
+    /// The whole wire bytes of row `i`.
+    #[inline]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        let start = self.offset[i];
+        &self.buf[start..start + self.len[i] as usize]
+    }
+
+    fn columns_agree(&self) -> bool {
+        let n = self.sat.len();
+        self.seq.len() == n
+            && self.flags.len() == n
+            && self.offset.len() == n
+            && self.len.len() == n
+    }
+}

@@ -1,0 +1,241 @@
+//! Stage 1: decode a byte stream into batch columns, resynchronising on the
+//! sync marker after garbage.
+//!
+//! The rule at a sync marker found at `p` (see `wire` for the layout):
+//! 1. fewer than 20 bytes from `p` to the end of the data: wait for more; at
+//!    end of input count `truncated` and resume scanning at `p + 1`;
+//! 2. `version != 1` or `len > max_payload`: count `bad_header`, resume at `p + 1`;
+//! 3. fewer than `24 + len` bytes: wait for more; at end of input count
+//!    `truncated` and resume at `p + 1`;
+//! 4. CRC mismatch: count `crc_errors`, resume at `p + 1`;
+//! 5. otherwise the frame is decoded and scanning resumes at `p + 24 + len`.
+//!
+//! Every byte not inside a decoded frame counts in `skipped_bytes`. A decision
+//! at `p` depends only on the bytes `[p, p + 24 + len)` and on whether the
+//! input has ended, and the decoder never decides while it is waiting for
+//! more, so the result does not depend on how the stream was split into reads.
+
+use std::io::{self, Read};
+
+use memchr::memmem;
+
+use crate::batch::Batch;
+use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
+
+/// What the decoder has counted so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DecodeStats {
+    /// Bytes consumed: `frame_bytes + skipped_bytes`.
+    pub input_bytes: u64,
+    /// Bytes not inside any decoded frame.
+    pub skipped_bytes: u64,
+    /// Frames decoded.
+    pub frames_decoded: u64,
+    /// Bytes of the decoded frames.
+    pub frame_bytes: u64,
+    /// Markers followed by a wrong version or an oversized length.
+    pub bad_header: u64,
+    /// Markers followed by a complete frame whose CRC did not match.
+    pub crc_errors: u64,
+    /// Markers whose frame the input ended inside.
+    pub truncated: u64,
+}
+
+/// A streaming decoder over caller-held data.
+///
+/// It holds counters only, never bytes: whatever [`Decoder::decode`] did not
+/// consume must be handed to it again, followed by more input. [`FrameReader`]
+/// does that bookkeeping over any [`io::Read`].
+#[derive(Debug, Clone)]
+pub struct Decoder {
+    max_payload: u16,
+    finder: memmem::Finder<'static>,
+    stats: DecodeStats,
+}
+
+impl Decoder {
+    /// A decoder that rejects payloads longer than `max_payload`.
+    pub fn new(max_payload: u16) -> Decoder {
+        Decoder {
+            max_payload,
+            finder: memmem::Finder::new(&SYNC),
+            stats: DecodeStats::default(),
+        }
+    }
+
+    /// The largest frame this decoder can accept, in bytes.
+    pub fn max_frame_len(&self) -> usize {
+        OVERHEAD + self.max_payload as usize
+    }
+
+    /// The counters so far.
+    pub fn stats(&self) -> DecodeStats {
+        self.stats
+    }
+
+    /// Decodes frames from the front of `data` into `batch` until `batch`
+    /// holds `limit` rows or `data` is used up, and returns how many bytes of
+    /// `data` it consumed.
+    ///
+    /// The bytes not consumed are the start of a frame (or of a marker) that
+    /// needs more input: pass them again at the front of the next call. When
+    /// `eof` is true `data` is the rest of the stream, and everything is
+    /// consumed unless `batch` filled up first. Bytes not consumed are never
+    /// more than one maximal frame.
+    #[inline(never)]
+    pub fn decode(&mut self, data: &[u8], eof: bool, batch: &mut Batch, limit: usize) -> usize {
+        let max_payload = self.max_payload;
+        let mut pos = 0usize;
+        let mut skipped = 0u64;
+        while batch.len() < limit {
+            let rest = &data[pos..];
+            // Back-to-back frames are the common case: look where the last
+            // frame ended before asking memmem to search.
+            let p = if rest.starts_with(&SYNC) {
+                pos
+            } else {
+                match self.finder.find(rest) {
+                    Some(i) => pos + i,
+                    None => {
+                        // A marker may straddle the end: keep its first bytes.
+                        let keep = if eof {
+                            0
+                        } else {
+                            rest.len().min(SYNC.len() - 1)
+                        };
+                        let end = data.len() - keep;
+                        skipped += (end - pos) as u64;
+                        pos = end;
+                        break;
+                    }
+                }
+            };
+            skipped += (p - pos) as u64;
+            pos = p;
+            let rest = &data[p..];
+            if rest.len() < HEADER_LEN {
+                if !eof {
+                    break;
+                }
+                self.stats.truncated += 1;
+                skipped += 1;
+                pos = p + 1;
+                continue;
+            }
+            let h = Header::read(rest);
+            if h.version != VERSION || h.len > max_payload {
+                self.bad_header();
+                skipped += 1;
+                pos = p + 1;
+                continue;
+            }
+            let n = h.frame_len();
+            if rest.len() < n {
+                if !eof {
+                    break;
+                }
+                self.stats.truncated += 1;
+                skipped += 1;
+                pos = p + 1;
+                continue;
+            }
+            let frame = &rest[..n];
+            if wire::frame_crc(&frame[..n - wire::CRC_LEN]) != wire::stored_crc(frame) {
+                self.crc_error();
+                skipped += 1;
+                pos = p + 1;
+                continue;
+            }
+            batch.push(h.sat, h.seq, h.flags, frame);
+            self.stats.frames_decoded += 1;
+            self.stats.frame_bytes += n as u64;
+            pos = p + n;
+        }
+        self.stats.skipped_bytes += skipped;
+        self.stats.input_bytes += pos as u64;
+        debug_assert_eq!(
+            self.stats.input_bytes,
+            self.stats.frame_bytes + self.stats.skipped_bytes
+        );
+        pos
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn bad_header(&mut self) {
+        self.stats.bad_header += 1;
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn crc_error(&mut self) {
+        self.stats.crc_errors += 1;
+    }
+}
+
+/// Bytes asked of the reader at a time by default.
+pub const DEFAULT_READ_CHUNK: usize = 256 * 1024;
+
+/// Decodes frames from any [`io::Read`] into batches.
+///
+/// Its buffer is allocated once, one maximal frame plus one read chunk, and
+/// never grows: whatever the input, memory stays within that bound.
+#[derive(Debug)]
+pub struct FrameReader<R> {
+    inner: R,
+    decoder: Decoder,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    eof: bool,
+}
+
+impl<R: Read> FrameReader<R> {
+    /// A reader that asks `inner` for up to `chunk` bytes at a time.
+    pub fn new(inner: R, decoder: Decoder, chunk: usize) -> FrameReader<R> {
+        let cap = decoder.max_frame_len() + chunk.max(1);
+        FrameReader {
+            inner,
+            decoder,
+            buf: vec![0; cap],
+            start: 0,
+            end: 0,
+            eof: false,
+        }
+    }
+
+    /// The decoder's counters so far.
+    pub fn stats(&self) -> DecodeStats {
+        self.decoder.stats()
+    }
+
+    /// Clears `batch` and fills it with up to `limit` frames. Returns the
+    /// number of rows; 0 means the input has ended and been fully decoded.
+    pub fn fill(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
+        batch.clear();
+        loop {
+            let used = self
+                .decoder
+                .decode(&self.buf[self.start..self.end], self.eof, batch, limit);
+            self.start += used;
+            if batch.len() >= limit || self.eof {
+                return Ok(batch.len());
+            }
+            // What is left waits for more bytes; it is less than one frame.
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            let n = loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
+}

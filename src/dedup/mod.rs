@@ -1,0 +1,76 @@
+//! Stage 3: deduplicate. Two passes, both over rows already known valid:
+//!
+//! 1. [`sort_unique`]: in-batch dedup. Pack each valid row's (sat, seq, row)
+//!    into one integer key, sort, and keep the first row of each run of equal
+//!    (sat, seq): the first copy in stream order wins. The survivors come out
+//!    in ascending (sat, seq) order, which is also the forwarding order.
+//! 2. [`window`]: the cross-batch window, per satellite, against the state as
+//!    it was at the start of the batch.
+//!
+//! [`naive`] is the twin of both, with a `HashSet` and a `BTreeMap`.
+
+pub mod naive;
+pub mod sort_unique;
+pub mod window;
+
+use crate::batch::Batch;
+
+pub use sort_unique::SortUnique;
+pub use window::{StalePolicy, Window, DEFAULT_WINDOW, MAX_WINDOW};
+
+/// What dedup counted in one batch.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DedupCounts {
+    /// Copies dropped: in-batch copies plus keys already forwarded within the window.
+    pub duplicates: u64,
+    /// Keys at or below the window's low edge (forwarded unless the policy drops them).
+    pub stale: u64,
+    /// Keys below the window's high mark, not seen before, forwarded.
+    pub late: u64,
+}
+
+impl DedupCounts {
+    /// Adds `other` into `self`.
+    pub fn add(&mut self, other: DedupCounts) {
+        self.duplicates += other.duplicates;
+        self.stale += other.stale;
+        self.late += other.late;
+    }
+}
+
+/// The dedup stage with its reusable scratch space and its window state.
+#[derive(Debug)]
+pub struct Dedup {
+    sorter: SortUnique,
+    survivors: Vec<u32>,
+    window: Window,
+}
+
+impl Dedup {
+    /// A dedup stage with an empty window of `window` sequence numbers per satellite.
+    pub fn new(window: u64, stale: StalePolicy) -> Dedup {
+        Dedup {
+            sorter: SortUnique::default(),
+            survivors: Vec::new(),
+            window: Window::new(window, stale),
+        }
+    }
+
+    /// Deduplicates the valid rows of `batch` (set bits of `mask`) and writes
+    /// the rows to forward into `forward`, in ascending (sat, seq) order.
+    #[inline(never)]
+    pub fn run(&mut self, batch: &Batch, mask: &[u64], forward: &mut Vec<u32>) -> DedupCounts {
+        let mut counts = DedupCounts {
+            duplicates: self
+                .sorter
+                .run(&batch.sat, &batch.seq, mask, &mut self.survivors),
+            ..DedupCounts::default()
+        };
+        forward.clear();
+        counts.add(
+            self.window
+                .apply(&batch.sat, &batch.seq, &self.survivors, forward),
+        );
+        counts
+    }
+}

@@ -1,0 +1,79 @@
+//! The naive twin of dedup: a `HashSet` for the batch and a `BTreeMap` of
+//! `BTreeSet`s for the window, each rule written the obvious way. Property
+//! tests hold [`super::Dedup`] to this.
+
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+
+use super::{DedupCounts, StalePolicy};
+
+/// The naive dedup stage with its window state.
+#[derive(Debug, Clone)]
+pub struct NaiveDedup {
+    width: u64,
+    stale: StalePolicy,
+    /// Per sat: (H, S).
+    state: BTreeMap<u32, (u64, BTreeSet<u64>)>,
+}
+
+impl NaiveDedup {
+    /// An empty window `width` seqs wide per satellite.
+    pub fn new(width: u64, stale: StalePolicy) -> NaiveDedup {
+        NaiveDedup {
+            width,
+            stale,
+            state: BTreeMap::new(),
+        }
+    }
+
+    /// `valid` lists the batch's valid rows in stream order as (row, sat, seq).
+    /// Returns the rows to forward in ascending (sat, seq) order.
+    pub fn run(&mut self, valid: &[(u32, u32, u64)]) -> (Vec<u32>, DedupCounts) {
+        let mut counts = DedupCounts::default();
+        let mut seen = HashSet::new();
+        let mut firsts = Vec::new();
+        for &(row, sat, seq) in valid {
+            if seen.insert((sat, seq)) {
+                firsts.push((sat, seq, row));
+            } else {
+                counts.duplicates += 1;
+            }
+        }
+        let mut forwarded = Vec::new();
+        for &(sat, seq, row) in &firsts {
+            let forward = match self.state.get(&sat) {
+                None => true,
+                Some(&(h, _)) if seq > h => true,
+                Some(&(h, _)) if h >= self.width && seq <= h - self.width => {
+                    counts.stale += 1;
+                    self.stale == StalePolicy::Forward
+                }
+                Some((_, s)) if s.contains(&seq) => {
+                    counts.duplicates += 1;
+                    false
+                }
+                Some(_) => {
+                    counts.late += 1;
+                    true
+                }
+            };
+            if forward {
+                forwarded.push((sat, seq, row));
+            }
+        }
+        for &(sat, seq, _) in &forwarded {
+            let entry = self.state.entry(sat).or_insert((seq, BTreeSet::new()));
+            entry.0 = entry.0.max(seq);
+            entry.1.insert(seq);
+        }
+        for (h, s) in self.state.values_mut() {
+            let h = *h;
+            let w = self.width;
+            s.retain(|&q| q <= h && (h < w || q > h - w));
+        }
+        forwarded.sort_unstable();
+        (
+            forwarded.into_iter().map(|(_, _, row)| row).collect(),
+            counts,
+        )
+    }
+}

@@ -1,0 +1,46 @@
+//! Stage 2: validate. A row is valid when its station did not mark it
+//! corrupt (`flags & 0x80 == 0`) and its satellite id is at most `max_sat`.
+//!
+//! # Mask layout
+//! The result is a bitset in `u64` words: row `i` is bit `i % 64` of word
+//! `i / 64`, low-order bits for lower rows (as hashbrown orders its bitmasks).
+//! A set bit means valid. Bits past the last row are always clear.
+//!
+//! `simd` is the fast path (`wide` masks, 64 rows per step); `scalar` is its
+//! naive twin, one row at a time. [`valid_mask`] is the one place that
+//! chooses, and it always takes `simd`: `wide` has already chosen AVX2 or SSE2
+//! when the crate was compiled (see README, "CPU level").
+
+pub mod scalar;
+pub mod simd;
+
+use crate::batch::Batch;
+
+/// Words needed for a mask of `rows` rows.
+#[inline]
+pub fn mask_words(rows: usize) -> usize {
+    rows.div_ceil(64)
+}
+
+/// Writes the validity mask of `batch` into `mask` (resized, capacity kept)
+/// and returns the number of valid rows.
+#[inline(never)]
+pub fn valid_mask(batch: &Batch, max_sat: u32, mask: &mut Vec<u64>) -> usize {
+    simd::valid_mask(&batch.sat, &batch.flags, max_sat, mask)
+}
+
+/// Iterates the indices of the set bits of `mask`, in ascending order.
+#[inline]
+pub fn set_bits(mask: &[u64]) -> impl Iterator<Item = usize> + '_ {
+    mask.iter().enumerate().flat_map(|(w, &word)| {
+        let mut bits = word;
+        std::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let b = bits.trailing_zeros() as usize;
+            bits &= bits - 1;
+            Some(w * 64 + b)
+        })
+    })
+}

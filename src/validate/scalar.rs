@@ -1,0 +1,25 @@
+//! The naive twin of validation: one row at a time, the rule written plainly.
+
+use crate::wire::FLAG_CORRUPT;
+
+/// True when a row with these fields is valid.
+#[inline]
+pub fn is_valid(sat: u32, flags: u8, max_sat: u32) -> bool {
+    flags & FLAG_CORRUPT == 0 && sat <= max_sat
+}
+
+/// Writes the validity mask of the rows (`sat[i]`, `flags[i]`) into `mask`
+/// and returns the number of valid rows. See the module above for the layout.
+pub fn valid_mask(sat: &[u32], flags: &[u8], max_sat: u32, mask: &mut Vec<u64>) -> usize {
+    assert_eq!(sat.len(), flags.len(), "columns differ in length");
+    mask.clear();
+    mask.resize(super::mask_words(sat.len()), 0);
+    let mut valid = 0;
+    for (i, (&s, &f)) in sat.iter().zip(flags).enumerate() {
+        if is_valid(s, f, max_sat) {
+            mask[i / 64] |= 1 << (i % 64);
+            valid += 1;
+        }
+    }
+    valid
+}
