@@ -191,11 +191,14 @@ fn main() -> ExitCode {
         Err(e) => {
             // One line naming the problem, not clap's usage block.
             let text = e.render().to_string();
-            let line = text
+            // Clap's first paragraph, folded onto one line.
+            let first: Vec<&str> = text
                 .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("error: bad arguments");
-            eprintln!("{line} (see --help)");
+                .map(str::trim)
+                .skip_while(|l| l.is_empty())
+                .take_while(|l| !l.is_empty())
+                .collect();
+            eprintln!("{} (see --help)", first.join(" "));
             return ExitCode::from(2);
         }
     };
