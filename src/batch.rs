@@ -8,6 +8,37 @@
 //! A batch is cleared, not dropped, between uses: once its columns and buffer
 //! have grown to the largest batch seen, decoding into it allocates nothing.
 
+use std::ops::Range;
+
+/// Read access to the rows of a decoded batch, whatever its layout.
+///
+/// The stage algorithms (dedup, window, forward) are written once over this
+/// trait and monomorphised for each layout, so the columnar [`Batch`] and the
+/// array-of-structs layout of the benchmarks run the very same code, and the
+/// comparison between them shows the layout alone.
+pub trait Rows {
+    /// Number of rows.
+    fn rows(&self) -> usize;
+    /// Satellite id of row `i`.
+    fn sat(&self, i: usize) -> u32;
+    /// Sequence number of row `i`.
+    fn seq(&self, i: usize) -> u64;
+    /// Station flags of row `i`.
+    fn flags(&self, i: usize) -> u8;
+    /// Where row `i`'s frame lies in [`Rows::bytes`].
+    fn span(&self, i: usize) -> Range<usize>;
+    /// The buffer the spans index.
+    fn bytes(&self) -> &[u8];
+}
+
+/// Where a decoder puts frames.
+pub trait FrameSink {
+    /// Rows held so far.
+    fn rows(&self) -> usize;
+    /// Appends one frame: its header fields and its whole bytes.
+    fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]);
+}
+
 /// One batch of decoded frames in columns.
 #[derive(Debug, Default, Clone)]
 pub struct Batch {
@@ -76,8 +107,7 @@ impl Batch {
     /// The whole wire bytes of row `i`.
     #[inline]
     pub fn frame(&self, i: usize) -> &[u8] {
-        let start = self.offset[i];
-        &self.buf[start..start + self.len[i] as usize]
+        &self.buf[Rows::span(self, i)]
     }
 
     fn columns_agree(&self) -> bool {
@@ -86,5 +116,44 @@ impl Batch {
             && self.flags.len() == n
             && self.offset.len() == n
             && self.len.len() == n
+    }
+}
+
+impl Rows for Batch {
+    #[inline]
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn sat(&self, i: usize) -> u32 {
+        self.sat[i]
+    }
+    #[inline]
+    fn seq(&self, i: usize) -> u64 {
+        self.seq[i]
+    }
+    #[inline]
+    fn flags(&self, i: usize) -> u8 {
+        self.flags[i]
+    }
+    #[inline]
+    fn span(&self, i: usize) -> Range<usize> {
+        let start = self.offset[i];
+        start..start + self.len[i] as usize
+    }
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        &self.buf
+    }
+}
+
+impl FrameSink for Batch {
+    #[inline]
+    fn rows(&self) -> usize {
+        self.len()
+    }
+    #[inline]
+    fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]) {
+        self.push(sat, seq, flags, frame);
     }
 }

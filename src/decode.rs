@@ -19,7 +19,7 @@ use std::io::{self, Read};
 
 use memchr::memmem;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, FrameSink};
 use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
 
 /// What the decoder has counted so far.
@@ -83,11 +83,17 @@ impl Decoder {
     /// consumed unless `batch` filled up first. Bytes not consumed are never
     /// more than one maximal frame.
     #[inline(never)]
-    pub fn decode(&mut self, data: &[u8], eof: bool, batch: &mut Batch, limit: usize) -> usize {
+    pub fn decode<S: FrameSink>(
+        &mut self,
+        data: &[u8],
+        eof: bool,
+        batch: &mut S,
+        limit: usize,
+    ) -> usize {
         let max_payload = self.max_payload;
         let mut pos = 0usize;
         let mut skipped = 0u64;
-        while batch.len() < limit {
+        while batch.rows() < limit {
             let rest = &data[pos..];
             // Back-to-back frames are the common case: look where the last
             // frame ended before asking memmem to search.
@@ -146,7 +152,7 @@ impl Decoder {
                 pos = p + 1;
                 continue;
             }
-            batch.push(h.sat, h.seq, h.flags, frame);
+            batch.push_frame(h.sat, h.seq, h.flags, frame);
             self.stats.frames_decoded += 1;
             self.stats.frame_bytes += n as u64;
             pos = p + n;

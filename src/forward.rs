@@ -6,7 +6,7 @@
 
 use std::io::{self, IoSlice, Write};
 
-use crate::batch::Batch;
+use crate::batch::Rows;
 
 /// `IoSlice`s handed to one `write_vectored` call. Linux accepts up to 1024
 /// (`UIO_MAXIOV`); 64 keeps the array small and already amortises the call.
@@ -15,19 +15,23 @@ pub const SLICES: usize = 64;
 /// Writes the frames of `rows` of `batch`, in that order, to `out`. Returns
 /// the number of bytes written.
 #[inline(never)]
-pub fn write_rows<W: Write + ?Sized>(batch: &Batch, rows: &[u32], out: &mut W) -> io::Result<u64> {
+pub fn write_rows<R: Rows + ?Sized, W: Write + ?Sized>(
+    batch: &R,
+    rows: &[u32],
+    out: &mut W,
+) -> io::Result<u64> {
     let mut slices = [IoSlice::new(&[]); SLICES];
     let mut used = 0;
     let mut total = 0u64;
     let mut run: Option<(usize, usize)> = None;
     for &r in rows {
-        let start = batch.offset[r as usize];
-        let end = start + batch.len[r as usize] as usize;
+        let span = batch.span(r as usize);
+        let (start, end) = (span.start, span.end);
         total += (end - start) as u64;
         run = match run {
             Some((s, e)) if e == start => Some((s, end)),
             Some((s, e)) => {
-                slices[used] = IoSlice::new(&batch.buf[s..e]);
+                slices[used] = IoSlice::new(&batch.bytes()[s..e]);
                 used += 1;
                 if used == SLICES {
                     write_all_vectored(out, &mut slices[..used])?;
@@ -39,7 +43,7 @@ pub fn write_rows<W: Write + ?Sized>(batch: &Batch, rows: &[u32], out: &mut W) -
         };
     }
     if let Some((s, e)) = run {
-        slices[used] = IoSlice::new(&batch.buf[s..e]);
+        slices[used] = IoSlice::new(&batch.bytes()[s..e]);
         used += 1;
     }
     write_all_vectored(out, &mut slices[..used])?;
@@ -69,14 +73,14 @@ fn write_all_vectored<W: Write + ?Sized>(
 }
 
 /// The naive twin: each frame with its own `write_all`.
-pub fn write_rows_naive<W: Write + ?Sized>(
-    batch: &Batch,
+pub fn write_rows_naive<R: Rows + ?Sized, W: Write + ?Sized>(
+    batch: &R,
     rows: &[u32],
     out: &mut W,
 ) -> io::Result<u64> {
     let mut total = 0u64;
     for &r in rows {
-        let frame = batch.frame(r as usize);
+        let frame = &batch.bytes()[batch.span(r as usize)];
         out.write_all(frame)?;
         total += frame.len() as u64;
     }

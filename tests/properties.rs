@@ -132,9 +132,15 @@ proptest! {
 
 #[test]
 fn packing_is_narrow_for_real_batches_and_wide_when_seqs_spread() {
-    let sat = [3u32, 7, 3, 4095];
+    let batch_of = |seqs: [u64; 4]| {
+        let mut b = Batch::default();
+        for (sat, seq) in [3u32, 7, 3, 4095].into_iter().zip(seqs) {
+            b.push(sat, seq, 0, &[]);
+        }
+        b
+    };
     let mask = [0b1111u64];
-    let narrow = choose_packing(&sat, &[1_000_000, 1_000_001, 1_000_000, 999_999], &mask);
+    let narrow = choose_packing(&batch_of([1_000_000, 1_000_001, 1_000_000, 999_999]), &mask);
     assert!(
         matches!(
             narrow,
@@ -146,7 +152,7 @@ fn packing_is_narrow_for_real_batches_and_wide_when_seqs_spread() {
         ),
         "{narrow:?}"
     );
-    let wide = choose_packing(&sat, &[0, u64::MAX, 5, 6], &mask);
+    let wide = choose_packing(&batch_of([0, u64::MAX, 5, 6]), &mask);
     assert_eq!(wide, Packing::Wide);
 }
 

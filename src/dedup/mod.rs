@@ -13,7 +13,7 @@ pub mod naive;
 pub mod sort_unique;
 pub mod window;
 
-use crate::batch::Batch;
+use crate::batch::Rows;
 
 pub use sort_unique::SortUnique;
 pub use window::{StalePolicy, Window, DEFAULT_WINDOW, MAX_WINDOW};
@@ -59,18 +59,18 @@ impl Dedup {
     /// Deduplicates the valid rows of `batch` (set bits of `mask`) and writes
     /// the rows to forward into `forward`, in ascending (sat, seq) order.
     #[inline(never)]
-    pub fn run(&mut self, batch: &Batch, mask: &[u64], forward: &mut Vec<u32>) -> DedupCounts {
+    pub fn run<R: Rows + ?Sized>(
+        &mut self,
+        batch: &R,
+        mask: &[u64],
+        forward: &mut Vec<u32>,
+    ) -> DedupCounts {
         let mut counts = DedupCounts {
-            duplicates: self
-                .sorter
-                .run(&batch.sat, &batch.seq, mask, &mut self.survivors),
+            duplicates: self.sorter.run(batch, mask, &mut self.survivors),
             ..DedupCounts::default()
         };
         forward.clear();
-        counts.add(
-            self.window
-                .apply(&batch.sat, &batch.seq, &self.survivors, forward),
-        );
+        counts.add(self.window.apply(batch, &self.survivors, forward));
         counts
     }
 }

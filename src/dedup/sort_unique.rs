@@ -23,6 +23,7 @@
 //! batch; the wide path is the fallback for hostile or sparse ones. Sorting
 //! half as many bytes is what makes the narrow path worth its pre-pass.
 
+use crate::batch::Rows;
 use crate::validate::set_bits;
 
 /// Number of bits needed to hold `x`.
@@ -50,21 +51,22 @@ pub enum Packing {
 }
 
 /// Chooses the key packing for the rows at the set bits of `mask`.
-pub fn choose_packing(sat: &[u32], seq: &[u64], mask: &[u64]) -> Packing {
+pub fn choose_packing<R: Rows + ?Sized>(rows: &R, mask: &[u64]) -> Packing {
     let (mut min_sat, mut max_sat) = (u32::MAX, 0u32);
     let (mut min_seq, mut max_seq) = (u64::MAX, 0u64);
     for i in set_bits(mask) {
-        min_sat = min_sat.min(sat[i]);
-        max_sat = max_sat.max(sat[i]);
-        min_seq = min_seq.min(seq[i]);
-        max_seq = max_seq.max(seq[i]);
+        let (sat, seq) = (rows.sat(i), rows.seq(i));
+        min_sat = min_sat.min(sat);
+        max_sat = max_sat.max(sat);
+        min_seq = min_seq.min(seq);
+        max_seq = max_seq.max(seq);
     }
     if min_sat > max_sat {
         return Packing::Wide; // no valid rows; nothing to pack
     }
     let sat_bits = bit_width(u64::from(max_sat - min_sat));
     let seq_bits = bit_width(max_seq - min_seq);
-    let row_bits = bit_width(sat.len().saturating_sub(1) as u64);
+    let row_bits = bit_width(rows.rows().saturating_sub(1) as u64);
     if sat_bits + seq_bits + row_bits <= 63 {
         Packing::Narrow {
             seq_bits,
@@ -90,14 +92,18 @@ impl SortUnique {
     /// Writes into `survivors` the first row of each (sat, seq) among the set
     /// bits of `mask`, in ascending (sat, seq) order, and returns how many
     /// later copies were dropped.
-    pub fn run(&mut self, sat: &[u32], seq: &[u64], mask: &[u64], survivors: &mut Vec<u32>) -> u64 {
-        debug_assert_eq!(sat.len(), seq.len());
+    pub fn run<R: Rows + ?Sized>(
+        &mut self,
+        rows: &R,
+        mask: &[u64],
+        survivors: &mut Vec<u32>,
+    ) -> u64 {
         assert!(
-            sat.len() <= u32::MAX as usize,
+            rows.rows() <= u32::MAX as usize,
             "a batch holds fewer than 2^32 rows"
         );
         survivors.clear();
-        let packing = choose_packing(sat, seq, mask);
+        let packing = choose_packing(rows, mask);
         self.last_packing = Some(packing);
         let mut total = 0u64;
         match packing {
@@ -110,8 +116,8 @@ impl SortUnique {
                 let sat_shift = seq_bits + row_bits;
                 self.narrow.clear();
                 self.narrow.extend(set_bits(mask).map(|i| {
-                    (u64::from(sat[i] - min_sat) << sat_shift)
-                        | ((seq[i] - min_seq) << row_bits)
+                    (u64::from(rows.sat(i) - min_sat) << sat_shift)
+                        | ((rows.seq(i) - min_seq) << row_bits)
                         | i as u64
                 }));
                 self.narrow.sort_unstable();
@@ -128,11 +134,9 @@ impl SortUnique {
             }
             Packing::Wide => {
                 self.wide.clear();
-                self.wide.extend(
-                    set_bits(mask).map(|i| {
-                        (u128::from(sat[i]) << 96) | (u128::from(seq[i]) << 32) | i as u128
-                    }),
-                );
+                self.wide.extend(set_bits(mask).map(|i| {
+                    (u128::from(rows.sat(i)) << 96) | (u128::from(rows.seq(i)) << 32) | i as u128
+                }));
                 self.wide.sort_unstable();
                 let mut prev: Option<u128> = None;
                 for &k in &self.wide {

@@ -24,6 +24,7 @@
 use std::collections::HashMap;
 
 use super::DedupCounts;
+use crate::batch::Rows;
 
 /// The largest window the ring bitmap supports (2 MiB of ring per satellite).
 pub const MAX_WINDOW: u64 = 1 << 24;
@@ -112,32 +113,31 @@ impl Window {
 
     /// Classifies `survivors` (rows sorted by (sat, seq), one per key) against
     /// the state, appends the rows to forward to `forward`, then updates the state.
-    pub fn apply(
+    pub fn apply<R: Rows + ?Sized>(
         &mut self,
-        sat: &[u32],
-        seq: &[u64],
+        rows: &R,
         survivors: &[u32],
         forward: &mut Vec<u32>,
     ) -> DedupCounts {
         let mut counts = DedupCounts::default();
         let mut rest = survivors;
         while let Some(&first) = rest.first() {
-            let s = sat[first as usize];
+            let s = rows.sat(first as usize);
             let run_len = rest
                 .iter()
-                .position(|&r| sat[r as usize] != s)
+                .position(|&r| rows.sat(r as usize) != s)
                 .unwrap_or(rest.len());
             let (run, tail) = rest.split_at(run_len);
             rest = tail;
             debug_assert!(run
                 .windows(2)
-                .all(|w| seq[w[0] as usize] < seq[w[1] as usize]));
+                .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
             let from = forward.len();
             match self.sats.get_mut(&s) {
                 Some(state) => {
                     let h0 = state.high;
                     for &r in run {
-                        let q = seq[r as usize];
+                        let q = rows.seq(r as usize);
                         if q > h0 {
                             forward.push(r);
                         } else if h0 - q >= self.width {
@@ -154,22 +154,22 @@ impl Window {
                     }
                     let top = forward[from..]
                         .iter()
-                        .map(|&r| seq[r as usize])
+                        .map(|&r| rows.seq(r as usize))
                         .max()
                         .unwrap_or(h0);
                     if top > h0 {
                         state.advance(top);
                     }
-                    Self::remember(state, self.width, seq, &forward[from..]);
+                    Self::remember(state, self.width, rows, &forward[from..]);
                 }
                 None => {
                     forward.extend_from_slice(run);
-                    let top = seq[*run.last().expect("runs are not empty") as usize];
+                    let top = rows.seq(*run.last().expect("runs are not empty") as usize);
                     let mut state = SatWindow {
                         high: top,
                         ring: vec![0; self.ring_words].into_boxed_slice(),
                     };
-                    Self::remember(&mut state, self.width, seq, run);
+                    Self::remember(&mut state, self.width, rows, run);
                     self.sats.insert(s, state);
                 }
             }
@@ -178,9 +178,9 @@ impl Window {
     }
 
     /// Sets the bits of the forwarded seqs that are inside `(high - W, high]`.
-    fn remember(state: &mut SatWindow, width: u64, seq: &[u64], forwarded: &[u32]) {
+    fn remember<R: Rows + ?Sized>(state: &mut SatWindow, width: u64, rows: &R, forwarded: &[u32]) {
         for &r in forwarded {
-            let q = seq[r as usize];
+            let q = rows.seq(r as usize);
             if state.high - q < width {
                 state.insert(q);
             }
