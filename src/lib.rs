@@ -11,11 +11,13 @@
 #![warn(missing_docs, unreachable_pub)]
 #![deny(unsafe_op_in_unsafe_fn)]
 
+pub mod alloc_count;
 pub mod batch;
 pub mod decode;
 pub mod dedup;
 pub mod forward;
 pub mod gen;
+pub mod layout;
 pub mod pipeline;
 pub mod reference;
 pub mod validate;

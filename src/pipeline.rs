@@ -6,7 +6,7 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Rows};
 use crate::decode::{DecodeStats, Decoder, FrameReader, DEFAULT_READ_CHUNK};
 use crate::dedup::{Dedup, StalePolicy, DEFAULT_WINDOW};
 use crate::wire::{DEFAULT_MAX_PAYLOAD, OVERHEAD};
@@ -148,14 +148,28 @@ impl Pipeline {
     }
 
     /// Stage 2 on one batch: fills the validity mask.
+    #[inline(never)]
     pub fn validate(&mut self, batch: &Batch) {
         let valid = validate::valid_mask(batch, self.cfg.max_sat, &mut self.mask);
         self.stats.invalid += (batch.len() - valid) as u64;
         self.stats.batches += 1;
     }
 
+    /// Stage 2 through the scalar rule, for any layout.
+    pub fn validate_scalar<R: Rows + ?Sized>(&mut self, rows: &R) {
+        let valid = validate::scalar::valid_mask_rows(rows, self.cfg.max_sat, &mut self.mask);
+        self.stats.invalid += (rows.rows() - valid) as u64;
+        self.stats.batches += 1;
+    }
+
+    /// Forgets the dedup window (a replayed input starts afresh), keeping
+    /// counters and memory.
+    pub fn reset_window(&mut self) {
+        self.dedup.reset();
+    }
+
     /// Stage 3 on one batch: fills the forward list from the validity mask.
-    pub fn dedup(&mut self, batch: &Batch) {
+    pub fn dedup<R: Rows + ?Sized>(&mut self, batch: &R) {
         let counts = self.dedup.run(batch, &self.mask, &mut self.forward);
         self.stats.duplicates += counts.duplicates;
         self.stats.stale += counts.stale;
@@ -163,7 +177,11 @@ impl Pipeline {
     }
 
     /// Stage 4 on one batch: writes the forward list's frames to `out`.
-    pub fn forward<W: Write + ?Sized>(&mut self, batch: &Batch, out: &mut W) -> io::Result<()> {
+    pub fn forward<R: Rows + ?Sized, W: Write + ?Sized>(
+        &mut self,
+        batch: &R,
+        out: &mut W,
+    ) -> io::Result<()> {
         let bytes = forward::write_rows(batch, &self.forward, out)?;
         self.stats.forwarded += self.forward.len() as u64;
         self.stats.forwarded_bytes += bytes;

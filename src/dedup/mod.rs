@@ -56,6 +56,11 @@ impl Dedup {
         }
     }
 
+    /// Forgets the window state, keeping its memory.
+    pub fn reset(&mut self) {
+        self.window.reset();
+    }
+
     /// Deduplicates the valid rows of `batch` (set bits of `mask`) and writes
     /// the rows to forward into `forward`, in ascending (sat, seq) order.
     #[inline(never)]

@@ -65,10 +65,15 @@ impl NaiveDedup {
             entry.0 = entry.0.max(seq);
             entry.1.insert(seq);
         }
-        for (h, s) in self.state.values_mut() {
-            let h = *h;
-            let w = self.width;
-            s.retain(|&q| q <= h && (h < w || q > h - w));
+        // Only the satellites that forwarded something moved their H. Every
+        // seq kept is <= H, so keeping (H - W, H] is keeping >= H - W + 1.
+        for &(sat, _, _) in &forwarded {
+            let (h, s) = self.state.get_mut(&sat).expect("inserted above");
+            if self.width == 0 {
+                s.clear();
+            } else if *h >= self.width {
+                *s = s.split_off(&(*h - (self.width - 1)));
+            }
         }
         forwarded.sort_unstable();
         (

@@ -43,6 +43,8 @@ pub enum StalePolicy {
 
 #[derive(Debug, Clone)]
 struct SatWindow {
+    /// False until the satellite's first forwarded key, and again after a reset.
+    live: bool,
     high: u64,
     ring: Box<[u64]>,
 }
@@ -133,48 +135,56 @@ impl Window {
                 .windows(2)
                 .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
             let from = forward.len();
-            match self.sats.get_mut(&s) {
-                Some(state) => {
-                    let h0 = state.high;
-                    for &r in run {
-                        let q = rows.seq(r as usize);
-                        if q > h0 {
-                            forward.push(r);
-                        } else if h0 - q >= self.width {
-                            counts.stale += 1;
-                            if self.stale == StalePolicy::Forward {
-                                forward.push(r);
-                            }
-                        } else if state.contains(q) {
-                            counts.duplicates += 1;
-                        } else {
-                            counts.late += 1;
+            let ring_words = self.ring_words;
+            let state = self.sats.entry(s).or_insert_with(|| SatWindow {
+                live: false,
+                high: 0,
+                ring: vec![0; ring_words].into_boxed_slice(),
+            });
+            if state.live {
+                let h0 = state.high;
+                for &r in run {
+                    let q = rows.seq(r as usize);
+                    if q > h0 {
+                        forward.push(r);
+                    } else if h0 - q >= self.width {
+                        counts.stale += 1;
+                        if self.stale == StalePolicy::Forward {
                             forward.push(r);
                         }
+                    } else if state.contains(q) {
+                        counts.duplicates += 1;
+                    } else {
+                        counts.late += 1;
+                        forward.push(r);
                     }
-                    let top = forward[from..]
-                        .iter()
-                        .map(|&r| rows.seq(r as usize))
-                        .max()
-                        .unwrap_or(h0);
-                    if top > h0 {
-                        state.advance(top);
-                    }
-                    Self::remember(state, self.width, rows, &forward[from..]);
                 }
-                None => {
-                    forward.extend_from_slice(run);
-                    let top = rows.seq(*run.last().expect("runs are not empty") as usize);
-                    let mut state = SatWindow {
-                        high: top,
-                        ring: vec![0; self.ring_words].into_boxed_slice(),
-                    };
-                    Self::remember(&mut state, self.width, rows, run);
-                    self.sats.insert(s, state);
+                let top = forward[from..]
+                    .iter()
+                    .map(|&r| rows.seq(r as usize))
+                    .max()
+                    .unwrap_or(h0);
+                if top > h0 {
+                    state.advance(top);
                 }
+            } else {
+                // No state: every key is new. The ring is all clear.
+                forward.extend_from_slice(run);
+                state.live = true;
+                state.high = rows.seq(*run.last().expect("runs are not empty") as usize);
             }
+            Self::remember(state, self.width, rows, &forward[from..]);
         }
         counts
+    }
+
+    /// Forgets every satellite's state, as if no frame had been seen, but
+    /// keeps the rings' memory (a throughput run replays its input this way).
+    pub fn reset(&mut self) {
+        for state in self.sats.values_mut() {
+            state.live = false;
+            state.ring.fill(0);
+        }
     }
 
     /// Sets the bits of the forwarded seqs that are inside `(high - W, high]`.

@@ -1,5 +1,6 @@
 //! The naive twin of validation: one row at a time, the rule written plainly.
 
+use crate::batch::Rows;
 use crate::wire::FLAG_CORRUPT;
 
 /// True when a row with these fields is valid.
@@ -17,6 +18,20 @@ pub fn valid_mask(sat: &[u32], flags: &[u8], max_sat: u32, mask: &mut Vec<u64>) 
     let mut valid = 0;
     for (i, (&s, &f)) in sat.iter().zip(flags).enumerate() {
         if is_valid(s, f, max_sat) {
+            mask[i / 64] |= 1 << (i % 64);
+            valid += 1;
+        }
+    }
+    valid
+}
+
+/// [`valid_mask`] over any row layout.
+pub fn valid_mask_rows<R: Rows + ?Sized>(rows: &R, max_sat: u32, mask: &mut Vec<u64>) -> usize {
+    mask.clear();
+    mask.resize(super::mask_words(rows.rows()), 0);
+    let mut valid = 0;
+    for i in 0..rows.rows() {
+        if is_valid(rows.sat(i), rows.flags(i), max_sat) {
             mask[i / 64] |= 1 << (i % 64);
             valid += 1;
         }
