@@ -20,6 +20,7 @@ pub mod gen;
 pub mod layout;
 pub mod pipeline;
 pub mod reference;
+pub mod runner;
 pub mod validate;
 pub mod wire;
 

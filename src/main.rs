@@ -6,10 +6,18 @@ use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use meridian_pipeline::alloc_count::CountingAlloc;
 use meridian_pipeline::dedup::{StalePolicy, MAX_WINDOW};
 use meridian_pipeline::gen::{self, GenConfig};
+use meridian_pipeline::layout::Layout;
 use meridian_pipeline::pipeline::{Config, Summary, DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAT};
+use meridian_pipeline::runner::{self, Limit, Progress, RunOptions, RunReport};
 use meridian_pipeline::{process_stream, DEFAULT_WINDOW};
+
+/// Counts allocations so `run` can report them per stage; in steady state
+/// there are none, so the counting costs nothing.
+#[global_allocator]
+static ALLOC: CountingAlloc = CountingAlloc;
 
 /// Meridian: decode, validate, deduplicate, sort and forward satellite
 /// telemetry frames from several ground stations.
@@ -22,6 +30,8 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Measure throughput on synthetic traffic held in memory (the default command).
+    Run(RunArgs),
     /// Run a capture file through the pipeline: frames to --out, summary to stderr.
     Process(ProcessArgs),
     /// Write a deterministic synthetic ground-station capture.
@@ -205,7 +215,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Some(Command::Process(args)) => process(&args),
         Some(Command::Gen(args)) => generate(&args),
-        None => demo(),
+        Some(Command::Run(args)) => run(&args),
+        None => run(&RunArgs::parse_from(["run"])),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -281,17 +292,189 @@ fn generate(args: &GenArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// With no command: generate the default workload and run it through the
-/// pipeline in memory.
-fn demo() -> Result<(), Failure> {
-    let cfg = GenConfig::default();
-    let data = gen::capture(&cfg);
-    let mut sink = io::sink();
-    let start = std::time::Instant::now();
-    let summary = process_stream(&data[..], &mut sink, Config::default())
-        .map_err(|e| Failure::runtime("processing failed", e))?;
-    let secs = start.elapsed().as_secs_f64();
-    print_summary(&summary, false);
-    eprintln!("{:.0} frames/s", summary.frames_decoded as f64 / secs);
+/// Frames of synthetic capture held in memory by `run` at most; longer runs
+/// replay it (with the dedup window reset, so it stays new traffic).
+const RUN_CAPTURE_FRAMES: u64 = 1_000_000;
+
+#[derive(Debug, Parser)]
+#[command(no_binary_name = false)]
+struct RunArgs {
+    /// Run for this many seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", conflicts_with = "frames",
+          value_parser = parse_secs)]
+    duration: f64,
+    /// Run exactly this many frames instead of for a duration.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    frames: Option<u64>,
+    /// Pipeline layout: soa (the real one), aos (same algorithms over structs), baseline (a first version).
+    #[arg(long, value_enum, default_value_t = LayoutArg::Soa)]
+    layout: LayoutArg,
+    /// Threads; above 1 overlaps decoding the next batch with processing this one (soa only).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    threads: u64,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// Number of satellites.
+    #[arg(long, default_value_t = 48, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    sats: u32,
+    /// Number of ground stations (overlapping coverage makes copies).
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    stations: u32,
+    /// Payload length range in bytes, MIN..MAX (or one length).
+    #[arg(long, default_value = "16..128", value_name = "MIN..MAX", value_parser = parse_payload)]
+    payload: (u16, u16),
+    /// RNG seed of the workload.
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    seed: u64,
+    /// Chance that a received copy is invalid.
+    #[arg(long, default_value_t = 0.01, value_name = "R", value_parser = parse_rate)]
+    invalid_rate: f64,
+    /// Print the report as exactly one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+    /// No progress display.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LayoutArg {
+    Soa,
+    Aos,
+    Baseline,
+}
+
+fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not between 0 and 86400 seconds"))
+    }
+}
+
+fn run(args: &RunArgs) -> Result<(), Failure> {
+    let cfg = args.pipeline.config();
+    let layout = match args.layout {
+        LayoutArg::Soa => Layout::Soa,
+        LayoutArg::Aos => Layout::Aos,
+        LayoutArg::Baseline => Layout::Baseline,
+    };
+    if args.threads > 1 && layout != Layout::Soa {
+        return Err(Failure::usage(
+            "--threads above 1 is only for --layout soa".into(),
+        ));
+    }
+    let (frames, limit) = match args.frames {
+        Some(n) => (n.min(RUN_CAPTURE_FRAMES), Limit::Frames(n)),
+        None => (
+            RUN_CAPTURE_FRAMES,
+            Limit::Duration(std::time::Duration::from_secs_f64(args.duration)),
+        ),
+    };
+    let gen_cfg = GenConfig {
+        frames,
+        sats: args.sats,
+        stations: args.stations,
+        seed: args.seed,
+        invalid_rate: args.invalid_rate,
+        payload_min: args.payload.0,
+        payload_max: args.payload.1,
+    };
+    if !args.quiet {
+        eprintln!("generating {frames} frames of synthetic traffic (not timed)...");
+    }
+    let data = gen::capture(&gen_cfg);
+    let opts = RunOptions {
+        layout,
+        threads: args.threads as usize,
+        cfg,
+        limit,
+        progress: if args.quiet {
+            Progress::Quiet
+        } else {
+            Progress::Auto
+        },
+    };
+    let report = runner::run(&data, &opts).map_err(|e| Failure::usage(e.to_string()))?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report serialises")
+        );
+    } else {
+        print_report(&report, &gen_cfg, data.len());
+    }
     Ok(())
+}
+
+fn print_report(r: &RunReport, g: &GenConfig, capture_bytes: usize) {
+    let s = &r.summary;
+    println!(
+        "Meridian throughput: layout {}, batch {}, {} thread{}, {:.2} s",
+        r.layout,
+        r.batch_size,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.elapsed_s
+    );
+    println!(
+        "workload: {} sats, {} stations, payload {}..{} B, seed {}; {} frames ({:.1} MB) in memory, {} pass{}",
+        g.sats,
+        g.stations,
+        g.payload_min,
+        g.payload_max,
+        g.seed,
+        g.frames,
+        capture_bytes as f64 / 1e6,
+        r.passes,
+        if r.passes == 1 { "" } else { "es" }
+    );
+    println!();
+    println!(
+        "frames in    {:>14}   {:>8.2} M frames/s   {:>8.1} MB/s of wire bytes",
+        r.frames,
+        r.frames_per_s / 1e6,
+        r.bytes_per_s / 1e6
+    );
+    println!(
+        "forwarded    {:>14}   ({} bytes)",
+        r.forwarded, s.forwarded_bytes
+    );
+    println!(
+        "dropped      {:>14} duplicates, {} invalid; {} stale, {} late",
+        s.duplicates, s.invalid, s.stale, s.late
+    );
+    println!();
+    println!(
+        "stage        ns/frame    share   allocs/batch   bytes/batch   (allocations after {} warm-up batches)",
+        r.warmup_batches
+    );
+    let st = &r.stages;
+    for (name, x) in [
+        ("decode", &st.decode),
+        ("validate", &st.validate),
+        ("dedup", &st.dedup),
+        ("forward", &st.forward),
+    ] {
+        println!(
+            "{name:<10} {:>10.2} {:>7.1}% {:>14.2} {:>13.1}",
+            x.ns_per_frame,
+            x.share * 100.0,
+            x.allocs_per_batch,
+            x.alloc_bytes_per_batch
+        );
+    }
+    let after_decode = st.validate.ns_per_frame + st.dedup.ns_per_frame + st.forward.ns_per_frame;
+    println!();
+    println!(
+        "validate+dedup+forward: {:.1} M frames/s; decode: {:.2} GB/s of wire bytes",
+        1e3 / after_decode.max(1e-9),
+        (s.input_bytes as f64 / r.frames.max(1) as f64) / st.decode.ns_per_frame.max(1e-9)
+    );
 }

@@ -1,0 +1,445 @@
+//! The throughput runner behind `meridian-pipeline run` (and a bare
+//! `cargo run --release`): synthetic ground-station traffic, wire-encoded in
+//! memory ahead of time, pushed through decode -> validate -> dedup ->
+//! forward (into a reused in-memory sink) for a duration or a frame count.
+//!
+//! Time is taken per batch at each stage boundary (five clock reads per
+//! batch, not per frame), and allocations with the counting allocator's
+//! per-thread counters around each stage. When the input runs out it is
+//! replayed with the dedup window reset, so every pass sees the workload as
+//! new traffic rather than as copies of the last pass.
+//!
+//! # Parallel mode (`--threads N`, N > 1, soa only)
+//! The cross-batch window makes batch k+1's result depend on batch k's, so
+//! batches cannot be deduplicated out of order without partitioning the
+//! window. Decoding, though, depends on nothing but the bytes, and it is the
+//! widest stage. So the runner pipelines: on the rayon pool, batch k+1 is
+//! decoded into one batch buffer while batch k is validated, deduplicated and
+//! forwarded from the other (`rayon::join`), then the buffers swap. Batches
+//! are still processed strictly in order by one thread, so the output is the
+//! sequential output byte for byte. This uses at most two cores; more threads
+//! do not help until decode itself is split (see README).
+
+use std::io::{self, IsTerminal};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::alloc_count::{thread_count, AllocCount};
+use crate::batch::Batch;
+use crate::decode::Decoder;
+use crate::layout::Layout;
+use crate::pipeline::{Config, Pipeline, Summary};
+use crate::wire::OVERHEAD;
+
+/// Batches at the start of a run left out of the allocation figures: the
+/// columns, the sink and the window rings grow to size in these.
+pub const WARMUP_BATCHES: u64 = 8;
+
+/// How long to run.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// For this long.
+    Duration(Duration),
+    /// Until this many frames have been decoded.
+    Frames(u64),
+}
+
+/// How to show progress on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// A live bar (indicatif) when stderr is a terminal, plain lines otherwise.
+    Auto,
+    /// Nothing.
+    Quiet,
+}
+
+/// Options of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct RunOptions {
+    /// Which layout.
+    pub layout: Layout,
+    /// Threads; above 1 only for [`Layout::Soa`].
+    pub threads: usize,
+    /// Pipeline options.
+    pub cfg: Config,
+    /// When to stop.
+    pub limit: Limit,
+    /// Progress display.
+    pub progress: Progress,
+}
+
+/// One stage's share of a run.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+pub struct StageReport {
+    /// Time in the stage per frame, in nanoseconds.
+    pub ns_per_frame: f64,
+    /// Share of the time of all stages.
+    pub share: f64,
+    /// Allocations per batch after warm-up.
+    pub allocs_per_batch: f64,
+    /// Bytes allocated per batch after warm-up.
+    pub alloc_bytes_per_batch: f64,
+}
+
+/// The four stages, in pipeline order.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
+pub struct Stages {
+    /// Stage 1.
+    pub decode: StageReport,
+    /// Stage 2.
+    pub validate: StageReport,
+    /// Stage 3.
+    pub dedup: StageReport,
+    /// Stage 4.
+    pub forward: StageReport,
+}
+
+/// What a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    /// Layout name.
+    pub layout: &'static str,
+    /// Frames per batch.
+    pub batch_size: usize,
+    /// Threads used.
+    pub threads: usize,
+    /// Frames decoded.
+    pub frames: u64,
+    /// Frames forwarded.
+    pub forwarded: u64,
+    /// Wall-clock seconds of the timed loop.
+    pub elapsed_s: f64,
+    /// Frames decoded per second.
+    pub frames_per_s: f64,
+    /// Wire bytes decoded per second.
+    pub bytes_per_s: f64,
+    /// Wire bytes decoded.
+    pub wire_bytes: u64,
+    /// Batches run.
+    pub batches: u64,
+    /// Times the input was replayed from its start, the first included.
+    pub passes: u64,
+    /// Batches left out of the allocation figures.
+    pub warmup_batches: u64,
+    /// Per stage.
+    pub stages: Stages,
+    /// The pipeline's counters over the whole run.
+    pub summary: Summary,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct StageTotals {
+    nanos: u128,
+    allocs: AllocCount,
+}
+
+/// Accumulates per-stage figures and drives the progress display.
+struct Meter {
+    stages: [StageTotals; 4],
+    frames: u64,
+    batches: u64,
+    start: Instant,
+    limit: Limit,
+    progress: Option<Display>,
+}
+
+enum Display {
+    Bar(indicatif::ProgressBar, Instant, u64),
+    Lines(Instant, u64),
+}
+
+const LINE_EVERY: Duration = Duration::from_secs(2);
+const BAR_EVERY: Duration = Duration::from_millis(200);
+
+impl Meter {
+    fn new(limit: Limit, progress: Progress) -> Meter {
+        let start = Instant::now();
+        let progress = match progress {
+            Progress::Quiet => None,
+            Progress::Auto if io::stderr().is_terminal() => {
+                let len = match limit {
+                    Limit::Duration(d) => d.as_millis() as u64,
+                    Limit::Frames(n) => n,
+                };
+                let bar = indicatif::ProgressBar::new(len);
+                bar.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "{spinner} [{elapsed_precise}] [{bar:30}] {msg}",
+                    )
+                    .expect("a valid template")
+                    .progress_chars("=> "),
+                );
+                Some(Display::Bar(bar, start, 0))
+            }
+            Progress::Auto => Some(Display::Lines(start, 0)),
+        };
+        Meter {
+            stages: [StageTotals::default(); 4],
+            frames: 0,
+            batches: 0,
+            start,
+            limit,
+            progress,
+        }
+    }
+
+    fn done(&self) -> bool {
+        match self.limit {
+            Limit::Duration(d) => self.start.elapsed() >= d,
+            Limit::Frames(n) => self.frames >= n,
+        }
+    }
+
+    /// Frames the next batch may hold.
+    fn next_limit(&self, batch_size: usize) -> usize {
+        match self.limit {
+            Limit::Duration(_) => batch_size,
+            Limit::Frames(n) => (n - self.frames).min(batch_size as u64) as usize,
+        }
+    }
+
+    fn stage(&mut self, i: usize, nanos: u128, allocs: AllocCount) {
+        self.stages[i].nanos += nanos;
+        if self.batches >= WARMUP_BATCHES {
+            self.stages[i].allocs.add(allocs);
+        }
+    }
+
+    fn batch_done(&mut self, rows: usize) {
+        self.frames += rows as u64;
+        self.batches += 1;
+        let now = Instant::now();
+        let (frames, start, limit) = (self.frames, self.start, self.limit);
+        let eta = |rate: f64| match limit {
+            Limit::Duration(d) => d.saturating_sub(now - start).as_secs_f64(),
+            Limit::Frames(n) => (n - frames) as f64 / rate.max(1.0),
+        };
+        match &mut self.progress {
+            Some(Display::Bar(bar, last, last_frames)) if now - *last >= BAR_EVERY => {
+                let rate = (frames - *last_frames) as f64 / (now - *last).as_secs_f64();
+                bar.set_position(match limit {
+                    Limit::Duration(_) => (now - start).as_millis() as u64,
+                    Limit::Frames(_) => frames,
+                });
+                bar.set_message(format!(
+                    "{:.1} M frames/s now, ETA {:.0} s",
+                    rate / 1e6,
+                    eta(rate)
+                ));
+                (*last, *last_frames) = (now, frames);
+            }
+            Some(Display::Lines(last, last_frames)) if now - *last >= LINE_EVERY => {
+                let rate = (frames - *last_frames) as f64 / (now - *last).as_secs_f64();
+                eprintln!(
+                    "run: {:.1} s elapsed, {:.1} M frames/s now, {} frames, ETA {:.0} s",
+                    (now - start).as_secs_f64(),
+                    rate / 1e6,
+                    frames,
+                    eta(rate)
+                );
+                (*last, *last_frames) = (now, frames);
+            }
+            _ => {}
+        }
+    }
+
+    fn finish(self, opts: &RunOptions, summary: Summary, passes: u64) -> RunReport {
+        let elapsed = self.start.elapsed().as_secs_f64();
+        if let Some(Display::Bar(bar, ..)) = &self.progress {
+            bar.finish_and_clear();
+        }
+        let total_nanos: u128 = self.stages.iter().map(|s| s.nanos).sum::<u128>().max(1);
+        let counted = self.batches.saturating_sub(WARMUP_BATCHES).max(1) as f64;
+        let report = |s: &StageTotals| StageReport {
+            ns_per_frame: s.nanos as f64 / self.frames.max(1) as f64,
+            share: s.nanos as f64 / total_nanos as f64,
+            allocs_per_batch: s.allocs.allocs as f64 / counted,
+            alloc_bytes_per_batch: s.allocs.bytes as f64 / counted,
+        };
+        RunReport {
+            layout: opts.layout.name(),
+            batch_size: opts.cfg.batch_size,
+            threads: opts.threads,
+            frames: self.frames,
+            forwarded: summary.forwarded,
+            elapsed_s: elapsed,
+            frames_per_s: self.frames as f64 / elapsed,
+            bytes_per_s: summary.input_bytes as f64 / elapsed,
+            wire_bytes: summary.input_bytes,
+            batches: self.batches,
+            passes,
+            warmup_batches: WARMUP_BATCHES.min(self.batches),
+            stages: Stages {
+                decode: report(&self.stages[0]),
+                validate: report(&self.stages[1]),
+                dedup: report(&self.stages[2]),
+                forward: report(&self.stages[3]),
+            },
+            summary,
+        }
+    }
+}
+
+/// Times one stage: (nanoseconds, this thread's allocations, result).
+#[inline]
+fn timed<T>(f: impl FnOnce() -> T) -> (u128, AllocCount, T) {
+    let a0 = thread_count();
+    let t0 = Instant::now();
+    let out = f();
+    let nanos = t0.elapsed().as_nanos();
+    (nanos, thread_count().since(a0), out)
+}
+
+/// Runs `data` (a whole capture) through the chosen layout until the limit.
+///
+/// # Errors
+/// When more than one thread is asked of a layout other than soa, or the
+/// input holds no frame at all.
+pub fn run(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
+    if opts.threads > 1 && opts.layout != Layout::Soa {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--threads above 1 is only for --layout soa",
+        ));
+    }
+    let mut probe = Batch::default();
+    Decoder::new(opts.cfg.max_payload).decode(data, true, &mut probe, 1);
+    if probe.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the workload holds no frame",
+        ));
+    }
+    if opts.threads > 1 {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(opts.threads)
+            .build()
+            .map_err(|e| io::Error::other(format!("cannot start {} threads: {e}", opts.threads)))?;
+        pool.install(|| run_pipelined(data, opts))
+    } else {
+        run_sequential(data, opts)
+    }
+}
+
+fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
+    let mut engine = opts.layout.engine(opts.cfg);
+    let mut sink = Vec::new();
+    let mut meter = Meter::new(opts.limit, opts.progress);
+    let (mut pos, mut passes) = (0usize, 1u64);
+    while !meter.done() {
+        if pos >= data.len() {
+            engine.reset_window();
+            pos = 0;
+            passes += 1;
+        }
+        let limit = meter.next_limit(opts.cfg.batch_size);
+        let (ns, allocs, used) = timed(|| engine.decode(&data[pos..], limit));
+        pos += used;
+        meter.stage(0, ns, allocs);
+        let rows = engine.rows();
+        if rows == 0 {
+            pos = data.len();
+            continue;
+        }
+        let (ns, allocs, ()) = timed(|| engine.validate());
+        meter.stage(1, ns, allocs);
+        let (ns, allocs, ()) = timed(|| engine.dedup());
+        meter.stage(2, ns, allocs);
+        let (ns, allocs, res) = timed(|| {
+            sink.clear();
+            engine.forward(&mut sink)
+        });
+        res?;
+        meter.stage(3, ns, allocs);
+        meter.batch_done(rows);
+    }
+    Ok(meter.finish(opts, engine.summary(), passes))
+}
+
+/// A decoded batch waiting to be processed.
+struct Slot {
+    batch: Batch,
+    /// The batch starts a replay of the input: reset the window before it.
+    new_pass: bool,
+}
+
+fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
+    let cfg = opts.cfg;
+    let mut decoder = Decoder::new(cfg.max_payload);
+    let mut pipeline = Pipeline::new(cfg);
+    let mut sink = Vec::new();
+    let mut meter = Meter::new(opts.limit, opts.progress);
+    let new_slot = || Slot {
+        batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
+        new_pass: false,
+    };
+    let (mut cur, mut next) = (new_slot(), new_slot());
+    let (mut pos, mut passes) = (0usize, 1u64);
+    let mut queued = 0u64; // frames decoded, processed or not
+
+    // Decodes the next batch into `slot`, replaying the input when it runs
+    // out; `run` has checked that the input holds a frame, so this ends.
+    let decode_into = |slot: &mut Slot,
+                       pos: &mut usize,
+                       passes: &mut u64,
+                       limit: usize,
+                       decoder: &mut Decoder| {
+        slot.batch.clear();
+        slot.new_pass = false;
+        while limit > 0 {
+            if *pos >= data.len() {
+                *pos = 0;
+                *passes += 1;
+                slot.new_pass = true;
+            }
+            *pos += decoder.decode(&data[*pos..], true, &mut slot.batch, limit);
+            if !slot.batch.is_empty() {
+                break;
+            }
+            *pos = data.len(); // the input's tail held no frame
+        }
+    };
+    let next_limit = |queued: u64, start: Instant| match opts.limit {
+        Limit::Frames(n) => (n - queued).min(cfg.batch_size as u64) as usize,
+        Limit::Duration(d) if start.elapsed() >= d => 0,
+        Limit::Duration(_) => cfg.batch_size,
+    };
+
+    let limit = next_limit(queued, meter.start);
+    let (ns, allocs, ()) =
+        timed(|| decode_into(&mut cur, &mut pos, &mut passes, limit, &mut decoder));
+    meter.stage(0, ns, allocs);
+    queued += cur.batch.len() as u64;
+    while !cur.batch.is_empty() {
+        let limit = next_limit(queued, meter.start);
+        let ((dec_ns, dec_allocs, ()), (stages, res)) = rayon::join(
+            || timed(|| decode_into(&mut next, &mut pos, &mut passes, limit, &mut decoder)),
+            || {
+                if cur.new_pass {
+                    pipeline.reset_window();
+                }
+                let v = timed(|| pipeline.validate(&cur.batch));
+                let d = timed(|| pipeline.dedup(&cur.batch));
+                let f = timed(|| {
+                    sink.clear();
+                    pipeline.forward(&cur.batch, &mut sink)
+                });
+                ([(v.0, v.1), (d.0, d.1), (f.0, f.1)], f.2)
+            },
+        );
+        res?;
+        for (i, (ns, allocs)) in stages.into_iter().enumerate() {
+            meter.stage(i + 1, ns, allocs);
+        }
+        meter.batch_done(cur.batch.len());
+        meter.stage(0, dec_ns, dec_allocs);
+        queued += next.batch.len() as u64;
+        std::mem::swap(&mut cur, &mut next);
+    }
+    Ok(meter.finish(
+        opts,
+        Summary::new(decoder.stats(), pipeline.stats()),
+        passes,
+    ))
+}
