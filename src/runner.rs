@@ -387,7 +387,10 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
                        decoder: &mut Decoder| {
         slot.batch.clear();
         slot.new_pass = false;
-        while limit > 0 {
+        if limit == 0 {
+            return;
+        }
+        loop {
             if *pos >= data.len() {
                 *pos = 0;
                 *passes += 1;
@@ -395,7 +398,7 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
             }
             *pos += decoder.decode(&data[*pos..], true, &mut slot.batch, limit);
             if !slot.batch.is_empty() {
-                break;
+                return;
             }
             *pos = data.len(); // the input's tail held no frame
         }
