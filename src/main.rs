@@ -400,6 +400,7 @@ fn run(args: &RunArgs) -> Result<(), Failure> {
         } else {
             Progress::Auto
         },
+        digest: false,
     };
     let report = runner::run(&data, &opts).map_err(|e| Failure::usage(e.to_string()))?;
     if args.json {

@@ -67,6 +67,9 @@ pub struct RunOptions {
     pub limit: Limit,
     /// Progress display.
     pub progress: Progress,
+    /// Also take a CRC-32 of the whole forwarded stream (outside the stage
+    /// timings), so runs can be compared byte for byte.
+    pub digest: bool,
 }
 
 /// One stage's share of a run.
@@ -126,6 +129,9 @@ pub struct RunReport {
     pub stages: Stages,
     /// The pipeline's counters over the whole run.
     pub summary: Summary,
+    /// CRC-32 of everything forwarded, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forwarded_crc32: Option<u32>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -142,6 +148,7 @@ struct Meter {
     start: Instant,
     limit: Limit,
     progress: Option<Display>,
+    digest: Option<crc32fast::Hasher>,
 }
 
 enum Display {
@@ -153,7 +160,8 @@ const LINE_EVERY: Duration = Duration::from_secs(2);
 const BAR_EVERY: Duration = Duration::from_millis(200);
 
 impl Meter {
-    fn new(limit: Limit, progress: Progress) -> Meter {
+    fn new(opts: &RunOptions) -> Meter {
+        let (limit, progress) = (opts.limit, opts.progress);
         let start = Instant::now();
         let progress = match progress {
             Progress::Quiet => None,
@@ -181,6 +189,7 @@ impl Meter {
             start,
             limit,
             progress,
+            digest: opts.digest.then(crc32fast::Hasher::new),
         }
     }
 
@@ -206,7 +215,10 @@ impl Meter {
         }
     }
 
-    fn batch_done(&mut self, rows: usize) {
+    fn batch_done(&mut self, rows: usize, forwarded: &[u8]) {
+        if let Some(h) = &mut self.digest {
+            h.update(forwarded);
+        }
         self.frames += rows as u64;
         self.batches += 1;
         let now = Instant::now();
@@ -277,6 +289,7 @@ impl Meter {
                 forward: report(&self.stages[3]),
             },
             summary,
+            forwarded_crc32: self.digest.map(crc32fast::Hasher::finalize),
         }
     }
 }
@@ -325,7 +338,7 @@ pub fn run(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
 fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     let mut engine = opts.layout.engine(opts.cfg);
     let mut sink = Vec::new();
-    let mut meter = Meter::new(opts.limit, opts.progress);
+    let mut meter = Meter::new(opts);
     let (mut pos, mut passes) = (0usize, 1u64);
     while !meter.done() {
         if pos >= data.len() {
@@ -352,7 +365,7 @@ fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
         });
         res?;
         meter.stage(3, ns, allocs);
-        meter.batch_done(rows);
+        meter.batch_done(rows, &sink);
     }
     Ok(meter.finish(opts, engine.summary(), passes))
 }
@@ -369,7 +382,7 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     let mut decoder = Decoder::new(cfg.max_payload);
     let mut pipeline = Pipeline::new(cfg);
     let mut sink = Vec::new();
-    let mut meter = Meter::new(opts.limit, opts.progress);
+    let mut meter = Meter::new(opts);
     let new_slot = || Slot {
         batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
         new_pass: false,
@@ -435,7 +448,7 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
         for (i, (ns, allocs)) in stages.into_iter().enumerate() {
             meter.stage(i + 1, ns, allocs);
         }
-        meter.batch_done(cur.batch.len());
+        meter.batch_done(cur.batch.len(), &sink);
         meter.stage(0, dec_ns, dec_allocs);
         queued += next.batch.len() as u64;
         std::mem::swap(&mut cur, &mut next);

@@ -1,0 +1,140 @@
+//! The throughput runner: the pipelined mode forwards the sequential bytes,
+//! every layout forwards the same bytes, frame limits are exact, replays are
+//! counted, and the CLI's JSON report has the promised keys.
+
+use std::process::Command;
+
+use meridian_pipeline::gen::{capture, GenConfig};
+use meridian_pipeline::layout::Layout;
+use meridian_pipeline::runner::{run, Limit, Progress, RunOptions};
+use meridian_pipeline::Config;
+
+fn opts(layout: Layout, threads: usize, batch_size: usize, frames: u64) -> RunOptions {
+    RunOptions {
+        layout,
+        threads,
+        cfg: Config {
+            batch_size,
+            ..Config::default()
+        },
+        limit: Limit::Frames(frames),
+        progress: Progress::Quiet,
+        digest: true,
+    }
+}
+
+#[test]
+fn every_layout_and_thread_count_forwards_the_same_bytes() {
+    let data = capture(&GenConfig {
+        frames: 12_345,
+        ..GenConfig::default()
+    });
+    for batch_size in [1000, 4096] {
+        // 30_000 frames: two whole passes and part of a third, replayed with the window reset.
+        let want = run(&data, &opts(Layout::Soa, 1, batch_size, 30_000)).unwrap();
+        assert_eq!(want.frames, 30_000);
+        assert_eq!(want.passes, 3);
+        assert!(want.forwarded > 10_000);
+        for (layout, threads) in [
+            (Layout::Soa, 2),
+            (Layout::Soa, 3),
+            (Layout::Aos, 1),
+            (Layout::Baseline, 1),
+        ] {
+            let got = run(&data, &opts(layout, threads, batch_size, 30_000)).unwrap();
+            assert_eq!(
+                got.forwarded_crc32,
+                want.forwarded_crc32,
+                "{} x{threads}",
+                layout.name()
+            );
+            assert_eq!(got.summary, want.summary, "{} x{threads}", layout.name());
+            assert_eq!(got.frames, 30_000);
+        }
+    }
+}
+
+#[test]
+fn threads_need_the_soa_layout_and_input_needs_frames() {
+    let data = capture(&GenConfig {
+        frames: 100,
+        ..GenConfig::default()
+    });
+    assert!(run(&data, &opts(Layout::Aos, 2, 10, 100)).is_err());
+    assert!(run(b"no frames here at all", &opts(Layout::Soa, 1, 10, 100)).is_err());
+}
+
+#[test]
+fn cli_json_report_has_the_promised_keys() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+        .args([
+            "run",
+            "--frames",
+            "20000",
+            "--json",
+            "--quiet",
+            "--layout",
+            "aos",
+            "--batch-size",
+            "500",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(
+        stdout.trim_end().lines().count(),
+        1,
+        "not one JSON object: {stdout}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    for key in [
+        "layout",
+        "batch_size",
+        "threads",
+        "frames",
+        "elapsed_s",
+        "frames_per_s",
+        "bytes_per_s",
+    ] {
+        assert!(!v[key].is_null(), "missing {key}");
+    }
+    assert_eq!(v["layout"], "aos");
+    assert_eq!(v["batch_size"], 500);
+    assert_eq!(v["frames"], 20000);
+    for stage in ["decode", "validate", "dedup", "forward"] {
+        for key in ["ns_per_frame", "allocs_per_batch", "alloc_bytes_per_batch"] {
+            assert!(
+                v["stages"][stage][key].is_number(),
+                "missing stages.{stage}.{key}"
+            );
+        }
+    }
+    assert!(
+        out.stderr.is_empty(),
+        "--quiet printed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn cli_run_rejects_threads_for_other_layouts() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+        .args([
+            "run",
+            "--frames",
+            "10",
+            "--layout",
+            "baseline",
+            "--threads",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--threads"));
+}
