@@ -42,7 +42,7 @@ fn soa_stages_allocate_nothing_after_warm_up() {
         let mut n = 0;
         while pos < data.len() {
             let steady = pass > 0 || n >= WARMUP;
-            let mut stage = |name: &str, f: &mut dyn FnMut()| {
+            let stage = |name: &str, f: &mut dyn FnMut()| {
                 let before = thread_count();
                 f();
                 let made = thread_count().since(before);
