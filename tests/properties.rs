@@ -6,7 +6,7 @@ use common::{config, stream, Chunked};
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
-use meridian_pipeline::dedup::sort_unique::{choose_packing, Packing};
+use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
 use meridian_pipeline::dedup::{Dedup, DedupCounts, StalePolicy};
 use meridian_pipeline::validate::{scalar, set_bits, simd};
 use meridian_pipeline::{process_stream, reference, Config};
@@ -99,7 +99,7 @@ proptest! {
     #[test]
     fn dedup_matches_naive(
         batches in prop::collection::vec(
-            prop::collection::vec((0u32..5, prop_oneof![8 => 0u64..300, 1 => any::<u64>()], prop::bool::weighted(0.9)), 0..70),
+            prop::collection::vec((prop_oneof![6 => 0u32..5, 1 => 0u32..10_000], prop_oneof![8 => 0u64..300, 1 => any::<u64>()], prop::bool::weighted(0.9)), 0..70),
             1..8),
         width in prop_oneof![0u64..4, 4u64..100, Just(64u64), Just(65u64)],
         drop in any::<bool>(),
@@ -131,29 +131,38 @@ proptest! {
 }
 
 #[test]
-fn packing_is_narrow_for_real_batches_and_wide_when_seqs_spread() {
-    let batch_of = |seqs: [u64; 4]| {
+fn packing_is_radix_for_real_batches_and_wide_when_seqs_spread() {
+    let packing_of = |sats: [u32; 4], seqs: [u64; 4]| {
         let mut b = Batch::default();
-        for (sat, seq) in [3u32, 7, 3, 4095].into_iter().zip(seqs) {
+        for (sat, seq) in sats.into_iter().zip(seqs) {
             b.push(sat, seq, 0, &[]);
         }
-        b
+        let mut s = SortUnique::default();
+        s.run(&b, &[0b1111u64], &mut Vec::new());
+        s.last_packing.unwrap()
     };
-    let mask = [0b1111u64];
-    let narrow = choose_packing(&batch_of([1_000_000, 1_000_001, 1_000_000, 999_999]), &mask);
-    assert!(
-        matches!(
-            narrow,
-            Packing::Narrow {
-                min_sat: 3,
-                min_seq: 999_999,
-                ..
-            }
-        ),
-        "{narrow:?}"
+    // Per-satellite bases: sat 3 spans 2 seqs, sat 7 one, sats span 4092 ids.
+    assert_eq!(
+        packing_of([3, 7, 3, 4095], [1_000_000, 77, 1_000_001, 5]),
+        Packing::Radix {
+            key_bits: 12 + 1,
+            seq_bits: 1,
+            per_sat_base: true
+        }
     );
-    let wide = choose_packing(&batch_of([0, u64::MAX, 5, 6]), &mask);
-    assert_eq!(wide, Packing::Wide);
+    // Sats too spread for the table: one base for the batch.
+    assert_eq!(
+        packing_of([0, 100_000, 0, 0], [10, 12, 11, 10]),
+        Packing::Radix {
+            key_bits: 17 + 2,
+            seq_bits: 2,
+            per_sat_base: false
+        }
+    );
+    assert_eq!(
+        packing_of([3, 7, 3, 4095], [0, 7, u64::MAX, 6]),
+        Packing::Wide
+    );
 }
 
 #[test]
