@@ -21,7 +21,7 @@
 //! which have left the window. Membership is then one bit test, and the ring
 //! is allocated once per satellite, when the satellite is first seen.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 use super::DedupCounts;
 use crate::batch::Rows;
@@ -94,7 +94,9 @@ pub struct Window {
     width: u64,
     ring_words: usize,
     stale: StalePolicy,
-    sats: HashMap<u32, SatWindow>,
+    /// Fx hashing: a satellite id is one multiply away from its slot, and the
+    /// map is asked once per satellite run of every batch.
+    sats: FxHashMap<u32, SatWindow>,
 }
 
 impl Window {
@@ -109,7 +111,7 @@ impl Window {
             width,
             ring_words: (ring_bits / 64) as usize,
             stale,
-            sats: HashMap::new(),
+            sats: FxHashMap::default(),
         }
     }
 
@@ -142,28 +144,31 @@ impl Window {
                 ring: vec![0; ring_words].into_boxed_slice(),
             });
             if state.live {
+                // Branch-free: copies and late keys are common and come in
+                // no pattern a predictor could learn, so every key takes the
+                // same path and the classification becomes arithmetic. The
+                // ring lookup is always in bounds, so it is made for all keys.
                 let h0 = state.high;
+                let stale_forwards = self.stale == StalePolicy::Forward;
+                forward.resize(from + run.len(), 0);
+                let mut kept = from;
+                let mut top = h0;
                 for &r in run {
                     let q = rows.seq(r as usize);
-                    if q > h0 {
-                        forward.push(r);
-                    } else if h0 - q >= self.width {
-                        counts.stale += 1;
-                        if self.stale == StalePolicy::Forward {
-                            forward.push(r);
-                        }
-                    } else if state.contains(q) {
-                        counts.duplicates += 1;
-                    } else {
-                        counts.late += 1;
-                        forward.push(r);
-                    }
+                    let newer = q > h0;
+                    let stale = !newer & (h0.wrapping_sub(q) >= self.width);
+                    let seen = !newer & !stale & state.contains(q);
+                    let late = !newer & !stale & !seen;
+                    let keep = newer | late | (stale & stale_forwards);
+                    counts.stale += u64::from(stale);
+                    counts.duplicates += u64::from(seen);
+                    counts.late += u64::from(late);
+                    forward[kept] = r;
+                    kept += usize::from(keep);
+                    // Seqs ascend within the run: the last kept one is the highest.
+                    top = if keep { top.max(q) } else { top };
                 }
-                let top = forward[from..]
-                    .iter()
-                    .map(|&r| rows.seq(r as usize))
-                    .max()
-                    .unwrap_or(h0);
+                forward.truncate(kept);
                 if top > h0 {
                     state.advance(top);
                 }
