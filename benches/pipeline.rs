@@ -1,0 +1,323 @@
+//! Criterion benchmarks: the whole pipeline per layout and batch size, each
+//! stage against its alternatives, and the pipelined thread mode.
+//!
+//! All data is built once, outside the timing closures, from seeded
+//! synthetic traffic. Before anything is timed, the engines being compared
+//! are run once and their outputs asserted equal, so a wrong engine fails
+//! instead of being timed. `cargo bench -- pipeline/soa` style filters work.
+
+use std::collections::HashSet;
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
+use criterion::measurement::WallTime;
+
+use meridian_pipeline::batch::Batch;
+use meridian_pipeline::decode::Decoder;
+use meridian_pipeline::dedup::naive::NaiveDedup;
+use meridian_pipeline::dedup::{Dedup, SortUnique, StalePolicy, DEFAULT_WINDOW};
+use meridian_pipeline::forward::{write_rows, write_rows_naive};
+use meridian_pipeline::gen::{capture, GenConfig};
+use meridian_pipeline::layout::{run_all, Layout};
+use meridian_pipeline::runner::{run, Limit, Progress, RunOptions};
+use meridian_pipeline::validate::{scalar, set_bits, simd};
+use meridian_pipeline::Config;
+
+/// Frames in the capture the pipeline and stage groups run over.
+const FRAMES: u64 = 100_000;
+const BATCH_SIZES: [usize; 5] = [100, 500, 1000, 5000, 65_536];
+
+fn quick(g: &mut BenchmarkGroup<'_, WallTime>) {
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+}
+
+fn workload(frames: u64, payload: (u16, u16)) -> Vec<u8> {
+    capture(&GenConfig { frames, payload_min: payload.0, payload_max: payload.1, ..GenConfig::default() })
+}
+
+/// Decodes `data` into batches of `batch_size`.
+fn batches(data: &[u8], batch_size: usize) -> Vec<Batch> {
+    let mut decoder = Decoder::new(Config::default().max_payload);
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < data.len() {
+        let mut b = Batch::default();
+        pos += decoder.decode(&data[pos..], true, &mut b, batch_size);
+        if b.is_empty() {
+            break;
+        }
+        out.push(b);
+    }
+    out
+}
+
+fn masks(batches: &[Batch]) -> Vec<Vec<u64>> {
+    let max_sat = Config::default().max_sat;
+    batches
+        .iter()
+        .map(|b| {
+            let mut m = Vec::new();
+            simd::valid_mask(&b.sat, &b.flags, max_sat, &mut m);
+            m
+        })
+        .collect()
+}
+
+fn pipeline(c: &mut Criterion) {
+    let data = workload(FRAMES, (16, 128));
+    let mut g = c.benchmark_group("pipeline");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(FRAMES));
+    for batch_size in BATCH_SIZES {
+        let cfg = Config { batch_size, ..Config::default() };
+        let mut outputs = Layout::ALL.map(|layout| {
+            let mut out = Vec::new();
+            run_all(layout.engine(cfg).as_mut(), &data, batch_size, &mut out).unwrap();
+            out
+        });
+        assert!(!outputs[0].is_empty());
+        assert!(outputs.iter().all(|o| *o == outputs[0]), "layouts disagree at batch {batch_size}");
+        for (layout, out) in Layout::ALL.into_iter().zip(outputs.iter_mut()) {
+            let mut engine = layout.engine(cfg);
+            g.bench_with_input(BenchmarkId::new(layout.name(), batch_size), &data, |b, data| {
+                b.iter(|| {
+                    engine.reset_window();
+                    out.clear();
+                    run_all(engine.as_mut(), black_box(data), batch_size, out).unwrap();
+                    black_box(out.len())
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+fn stage_decode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("stage");
+    quick(&mut g);
+    for (name, frames, payload) in [("header-only", FRAMES, (0, 0)), ("payload-1115", 20_000, (1115, 1115))] {
+        let data = workload(frames, payload);
+        let mut batch = Batch::with_capacity(1000, 24 + payload.1 as usize);
+        let mut check = Decoder::new(4096);
+        let mut pos = 0;
+        let mut decoded = 0;
+        while pos < data.len() {
+            batch.clear();
+            pos += check.decode(&data[pos..], true, &mut batch, 1000);
+            decoded += batch.len() as u64;
+        }
+        assert_eq!(decoded, frames);
+        assert_eq!(check.stats().skipped_bytes, 0);
+        g.throughput(Throughput::Bytes(data.len() as u64));
+        g.bench_with_input(BenchmarkId::new("decode", name), &data, |b, data| {
+            b.iter(|| {
+                let mut decoder = Decoder::new(4096);
+                let mut pos = 0;
+                while pos < data.len() {
+                    batch.clear();
+                    pos += decoder.decode(black_box(&data[pos..]), true, &mut batch, 1000);
+                }
+                black_box(decoder.stats().frames_decoded)
+            })
+        });
+    }
+    g.finish();
+}
+
+fn stage_validate(c: &mut Criterion) {
+    let data = workload(FRAMES, (16, 128));
+    let all = batches(&data, 1000);
+    let max_sat = Config::default().max_sat;
+    let mut g = c.benchmark_group("stage");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(FRAMES));
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for batch in &all {
+        assert_eq!(
+            simd::valid_mask(&batch.sat, &batch.flags, max_sat, &mut a),
+            scalar::valid_mask(&batch.sat, &batch.flags, max_sat, &mut b)
+        );
+        assert_eq!(a, b);
+    }
+    let mut mask = Vec::new();
+    g.bench_function("validate/simd", |bench| {
+        bench.iter(|| {
+            let mut valid = 0;
+            for batch in &all {
+                valid += simd::valid_mask(black_box(&batch.sat), black_box(&batch.flags), max_sat, &mut mask);
+            }
+            black_box(valid)
+        })
+    });
+    g.bench_function("validate/scalar", |bench| {
+        bench.iter(|| {
+            let mut valid = 0;
+            for batch in &all {
+                valid += scalar::valid_mask(black_box(&batch.sat), black_box(&batch.flags), max_sat, &mut mask);
+            }
+            black_box(valid)
+        })
+    });
+    g.finish();
+}
+
+/// In-batch dedup with a `HashSet`: first copy wins, then the survivors are
+/// sorted by (sat, seq). The hash-based alternative to sort-and-unique.
+fn hashset_dedup(batch: &Batch, mask: &[u64], seen: &mut HashSet<(u32, u64)>, out: &mut Vec<u32>) {
+    seen.clear();
+    out.clear();
+    for i in set_bits(mask) {
+        if seen.insert((batch.sat[i], batch.seq[i])) {
+            out.push(i as u32);
+        }
+    }
+    out.sort_unstable_by_key(|&r| (batch.sat[r as usize], batch.seq[r as usize]));
+}
+
+fn stage_dedup(c: &mut Criterion) {
+    let data = workload(FRAMES, (16, 128));
+    let all = batches(&data, 1000);
+    let all_masks = masks(&all);
+    let valid: Vec<Vec<(u32, u32, u64)>> = all
+        .iter()
+        .zip(&all_masks)
+        .map(|(b, m)| set_bits(m).map(|i| (i as u32, b.sat[i], b.seq[i])).collect())
+        .collect();
+
+    // Before timing: sort-and-unique equals the HashSet dedup batch by batch,
+    // and the full dedup (with window) equals the naive twin.
+    let (mut sorter, mut seen, mut x, mut y) = (SortUnique::default(), HashSet::new(), Vec::new(), Vec::new());
+    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+    let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+    for ((batch, mask), v) in all.iter().zip(&all_masks).zip(&valid) {
+        sorter.run(batch, mask, &mut x);
+        hashset_dedup(batch, mask, &mut seen, &mut y);
+        assert_eq!(x, y);
+        let counts = dedup.run(batch, mask, &mut x);
+        let (rows, want) = naive.run(v);
+        assert_eq!((x.clone(), counts), (rows, want));
+    }
+
+    let mut g = c.benchmark_group("stage");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(FRAMES));
+    g.bench_function("dedup/sort-unique", |b| {
+        b.iter(|| {
+            let mut dups = 0;
+            for (batch, mask) in all.iter().zip(&all_masks) {
+                dups += sorter.run(black_box(batch), mask, &mut x);
+            }
+            black_box(dups)
+        })
+    });
+    g.bench_function("dedup/hashset", |b| {
+        b.iter(|| {
+            for (batch, mask) in all.iter().zip(&all_masks) {
+                hashset_dedup(black_box(batch), mask, &mut seen, &mut y);
+            }
+            black_box(y.len())
+        })
+    });
+    g.bench_function("dedup/sort-unique+window", |b| {
+        b.iter(|| {
+            dedup.reset();
+            for (batch, mask) in all.iter().zip(&all_masks) {
+                black_box(dedup.run(black_box(batch), mask, &mut x));
+            }
+        })
+    });
+    g.bench_function("dedup/naive+window", |b| {
+        b.iter(|| {
+            let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+            for v in &valid {
+                black_box(naive.run(black_box(v)));
+            }
+        })
+    });
+    g.finish();
+}
+
+fn stage_forward(c: &mut Criterion) {
+    let data = workload(FRAMES, (16, 128));
+    let all = batches(&data, 1000);
+    let all_masks = masks(&all);
+    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+    let lists: Vec<Vec<u32>> = all
+        .iter()
+        .zip(&all_masks)
+        .map(|(b, m)| {
+            let mut rows = Vec::new();
+            dedup.run(b, m, &mut rows);
+            rows
+        })
+        .collect();
+    let forwarded: u64 = lists.iter().map(|l| l.len() as u64).sum();
+    let (mut fast, mut slow) = (Vec::new(), Vec::new());
+    for (b, rows) in all.iter().zip(&lists) {
+        write_rows(b, rows, &mut fast).unwrap();
+        write_rows_naive(b, rows, &mut slow).unwrap();
+    }
+    assert!(fast == slow && !fast.is_empty());
+
+    let mut g = c.benchmark_group("stage");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(forwarded));
+    let mut sink = Vec::with_capacity(fast.len());
+    g.bench_function("forward/vectored", |b| {
+        b.iter(|| {
+            sink.clear();
+            for (batch, rows) in all.iter().zip(&lists) {
+                write_rows(batch, black_box(rows), &mut sink).unwrap();
+            }
+            black_box(sink.len())
+        })
+    });
+    g.bench_function("forward/write-all-per-frame", |b| {
+        b.iter(|| {
+            sink.clear();
+            for (batch, rows) in all.iter().zip(&lists) {
+                write_rows_naive(batch, black_box(rows), &mut sink).unwrap();
+            }
+            black_box(sink.len())
+        })
+    });
+    g.finish();
+}
+
+fn parallel(c: &mut Criterion) {
+    const N: u64 = 1_000_000;
+    let data = workload(N, (16, 128));
+    let opts = |threads: usize, batch_size: usize, digest: bool| RunOptions {
+        layout: Layout::Soa,
+        threads,
+        cfg: Config { batch_size, ..Config::default() },
+        limit: Limit::Frames(N),
+        progress: Progress::Quiet,
+        digest,
+    };
+    let threads: Vec<usize> = {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let mut t = vec![1, 2];
+        t.extend((3..=cores).filter(|n| n.is_power_of_two()));
+        t
+    };
+    let mut g = c.benchmark_group("parallel");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(N));
+    for batch_size in [1000, 65_536] {
+        let want = run(&data, &opts(1, batch_size, true)).unwrap().forwarded_crc32;
+        for &t in &threads[1..] {
+            assert_eq!(run(&data, &opts(t, batch_size, true)).unwrap().forwarded_crc32, want);
+        }
+        for &t in &threads {
+            g.bench_with_input(BenchmarkId::new(format!("threads-{t}"), batch_size), &data, |b, data| {
+                b.iter(|| black_box(run(black_box(data), &opts(t, batch_size, false)).unwrap().frames))
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, pipeline, stage_decode, stage_validate, stage_dedup, stage_forward, parallel);
+criterion_main!(benches);
