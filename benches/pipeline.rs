@@ -10,8 +10,10 @@ use std::collections::HashSet;
 use std::hint::black_box;
 use std::time::Duration;
 
-use criterion::{criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput};
 use criterion::measurement::WallTime;
+use criterion::{
+    criterion_group, criterion_main, BenchmarkGroup, BenchmarkId, Criterion, Throughput,
+};
 
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::Decoder;
@@ -29,11 +31,18 @@ const FRAMES: u64 = 100_000;
 const BATCH_SIZES: [usize; 5] = [100, 500, 1000, 5000, 65_536];
 
 fn quick(g: &mut BenchmarkGroup<'_, WallTime>) {
-    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.sample_size(10)
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
 }
 
 fn workload(frames: u64, payload: (u16, u16)) -> Vec<u8> {
-    capture(&GenConfig { frames, payload_min: payload.0, payload_max: payload.1, ..GenConfig::default() })
+    capture(&GenConfig {
+        frames,
+        payload_min: payload.0,
+        payload_max: payload.1,
+        ..GenConfig::default()
+    })
 }
 
 /// Decodes `data` into batches of `batch_size`.
@@ -70,24 +79,34 @@ fn pipeline(c: &mut Criterion) {
     quick(&mut g);
     g.throughput(Throughput::Elements(FRAMES));
     for batch_size in BATCH_SIZES {
-        let cfg = Config { batch_size, ..Config::default() };
+        let cfg = Config {
+            batch_size,
+            ..Config::default()
+        };
         let mut outputs = Layout::ALL.map(|layout| {
             let mut out = Vec::new();
             run_all(layout.engine(cfg).as_mut(), &data, batch_size, &mut out).unwrap();
             out
         });
         assert!(!outputs[0].is_empty());
-        assert!(outputs.iter().all(|o| *o == outputs[0]), "layouts disagree at batch {batch_size}");
+        assert!(
+            outputs.iter().all(|o| *o == outputs[0]),
+            "layouts disagree at batch {batch_size}"
+        );
         for (layout, out) in Layout::ALL.into_iter().zip(outputs.iter_mut()) {
             let mut engine = layout.engine(cfg);
-            g.bench_with_input(BenchmarkId::new(layout.name(), batch_size), &data, |b, data| {
-                b.iter(|| {
-                    engine.reset_window();
-                    out.clear();
-                    run_all(engine.as_mut(), black_box(data), batch_size, out).unwrap();
-                    black_box(out.len())
-                })
-            });
+            g.bench_with_input(
+                BenchmarkId::new(layout.name(), batch_size),
+                &data,
+                |b, data| {
+                    b.iter(|| {
+                        engine.reset_window();
+                        out.clear();
+                        run_all(engine.as_mut(), black_box(data), batch_size, out).unwrap();
+                        black_box(out.len())
+                    })
+                },
+            );
         }
     }
     g.finish();
@@ -96,7 +115,10 @@ fn pipeline(c: &mut Criterion) {
 fn stage_decode(c: &mut Criterion) {
     let mut g = c.benchmark_group("stage");
     quick(&mut g);
-    for (name, frames, payload) in [("header-only", FRAMES, (0, 0)), ("payload-1115", 20_000, (1115, 1115))] {
+    for (name, frames, payload) in [
+        ("header-only", FRAMES, (0, 0)),
+        ("payload-1115", 20_000, (1115, 1115)),
+    ] {
         let data = workload(frames, payload);
         let mut batch = Batch::with_capacity(1000, 24 + payload.1 as usize);
         let mut check = Decoder::new(4096);
@@ -145,7 +167,12 @@ fn stage_validate(c: &mut Criterion) {
         bench.iter(|| {
             let mut valid = 0;
             for batch in &all {
-                valid += simd::valid_mask(black_box(&batch.sat), black_box(&batch.flags), max_sat, &mut mask);
+                valid += simd::valid_mask(
+                    black_box(&batch.sat),
+                    black_box(&batch.flags),
+                    max_sat,
+                    &mut mask,
+                );
             }
             black_box(valid)
         })
@@ -154,7 +181,12 @@ fn stage_validate(c: &mut Criterion) {
         bench.iter(|| {
             let mut valid = 0;
             for batch in &all {
-                valid += scalar::valid_mask(black_box(&batch.sat), black_box(&batch.flags), max_sat, &mut mask);
+                valid += scalar::valid_mask(
+                    black_box(&batch.sat),
+                    black_box(&batch.flags),
+                    max_sat,
+                    &mut mask,
+                );
             }
             black_box(valid)
         })
@@ -182,12 +214,21 @@ fn stage_dedup(c: &mut Criterion) {
     let valid: Vec<Vec<(u32, u32, u64)>> = all
         .iter()
         .zip(&all_masks)
-        .map(|(b, m)| set_bits(m).map(|i| (i as u32, b.sat[i], b.seq[i])).collect())
+        .map(|(b, m)| {
+            set_bits(m)
+                .map(|i| (i as u32, b.sat[i], b.seq[i]))
+                .collect()
+        })
         .collect();
 
     // Before timing: sort-and-unique equals the HashSet dedup batch by batch,
     // and the full dedup (with window) equals the naive twin.
-    let (mut sorter, mut seen, mut x, mut y) = (SortUnique::default(), HashSet::new(), Vec::new(), Vec::new());
+    let (mut sorter, mut seen, mut x, mut y) = (
+        SortUnique::default(),
+        HashSet::new(),
+        Vec::new(),
+        Vec::new(),
+    );
     let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
     let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
     for ((batch, mask), v) in all.iter().zip(&all_masks).zip(&valid) {
@@ -291,7 +332,10 @@ fn parallel(c: &mut Criterion) {
     let opts = |threads: usize, batch_size: usize, digest: bool| RunOptions {
         layout: Layout::Soa,
         threads,
-        cfg: Config { batch_size, ..Config::default() },
+        cfg: Config {
+            batch_size,
+            ..Config::default()
+        },
         limit: Limit::Frames(N),
         progress: Progress::Quiet,
         digest,
@@ -306,18 +350,43 @@ fn parallel(c: &mut Criterion) {
     quick(&mut g);
     g.throughput(Throughput::Elements(N));
     for batch_size in [1000, 65_536] {
-        let want = run(&data, &opts(1, batch_size, true)).unwrap().forwarded_crc32;
+        let want = run(&data, &opts(1, batch_size, true))
+            .unwrap()
+            .forwarded_crc32;
         for &t in &threads[1..] {
-            assert_eq!(run(&data, &opts(t, batch_size, true)).unwrap().forwarded_crc32, want);
+            assert_eq!(
+                run(&data, &opts(t, batch_size, true))
+                    .unwrap()
+                    .forwarded_crc32,
+                want
+            );
         }
         for &t in &threads {
-            g.bench_with_input(BenchmarkId::new(format!("threads-{t}"), batch_size), &data, |b, data| {
-                b.iter(|| black_box(run(black_box(data), &opts(t, batch_size, false)).unwrap().frames))
-            });
+            g.bench_with_input(
+                BenchmarkId::new(format!("threads-{t}"), batch_size),
+                &data,
+                |b, data| {
+                    b.iter(|| {
+                        black_box(
+                            run(black_box(data), &opts(t, batch_size, false))
+                                .unwrap()
+                                .frames,
+                        )
+                    })
+                },
+            );
         }
     }
     g.finish();
 }
 
-criterion_group!(benches, pipeline, stage_decode, stage_validate, stage_dedup, stage_forward, parallel);
+criterion_group!(
+    benches,
+    pipeline,
+    stage_decode,
+    stage_validate,
+    stage_dedup,
+    stage_forward,
+    parallel
+);
 criterion_main!(benches);
