@@ -18,6 +18,7 @@ pub mod dedup;
 pub mod forward;
 pub mod gen;
 pub mod layout;
+pub mod net;
 pub mod pipeline;
 pub mod reference;
 pub mod runner;

@@ -34,8 +34,12 @@ enum Command {
     Run(RunArgs),
     /// Run a capture file through the pipeline: frames to --out, summary to stderr.
     Process(ProcessArgs),
-    /// Write a deterministic synthetic ground-station capture.
+    /// Write a deterministic synthetic ground-station capture, or send it as stations over TCP.
     Gen(GenArgs),
+    /// Take frames from ground stations over TCP and forward them downstream.
+    Serve(ServeArgs),
+    /// A checking downstream: count frames, check CRCs and that no key repeats.
+    Sink(SinkArgs),
 }
 
 /// Options shared by every command that runs the pipeline.
@@ -97,12 +101,77 @@ struct ProcessArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("dest").required(true).args(["out", "connect"])))]
 struct GenArgs {
     /// Output file, or - for standard output.
     #[arg(long, value_name = "PATH")]
-    out: String,
+    out: Option<String>,
+    /// Instead of a file: connect one TCP socket per station to ADDR and send
+    /// each station's stream (the same bytes `--out` would interleave).
+    #[arg(long, value_name = "ADDR")]
+    connect: Option<String>,
+    /// With --connect: frames per second per station (default: as fast as possible).
+    #[arg(long, value_name = "FRAMES_PER_S", requires = "connect", value_parser = parse_positive)]
+    rate: Option<f64>,
     #[command(flatten)]
     workload: WorkloadArgs,
+}
+
+fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["forward", "out"])))]
+struct ServeArgs {
+    /// Address to accept ground-station connections on.
+    #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
+    listen: String,
+    /// Forward to the TCP consumer at HOST:PORT (reconnected with backoff).
+    #[arg(long, value_name = "HOST:PORT")]
+    forward: Option<String>,
+    /// Forward into this file instead.
+    #[arg(long, value_name = "PATH")]
+    out: Option<String>,
+    #[command(flatten)]
+    pipeline: PipelineArgs,
+    /// A batch closes at the latest this many milliseconds after its first frame.
+    #[arg(long, default_value_t = 5, value_name = "D")]
+    max_delay_ms: u64,
+    /// Station connections beyond this are closed at once (and counted).
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    max_connections: u64,
+    /// Print a stats line to stderr this often.
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    stats_interval: Option<f64>,
+    /// After SIGINT/SIGTERM: how long connected stations may go on sending,
+    /// and how long an absent downstream is retried.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    grace_ms: u64,
+    /// The summary as one JSON object, the last line of stderr.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Args)]
+struct SinkArgs {
+    /// Address to accept the one downstream connection on.
+    #[arg(long, default_value = "127.0.0.1:7701", value_name = "ADDR")]
+    listen: String,
+    /// Also write the received frames to this file.
+    #[arg(long, value_name = "PATH")]
+    out: Option<String>,
+    /// Take this many connections (1 for a serve downstream; one per station behind a relay).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    connections: u64,
+    /// The summary as one JSON object, the last line of stderr.
+    #[arg(long)]
+    json: bool,
 }
 
 /// The synthetic workload's shape.
@@ -216,6 +285,8 @@ fn main() -> ExitCode {
         Some(Command::Process(args)) => process(&args),
         Some(Command::Gen(args)) => generate(&args),
         Some(Command::Run(args)) => run(&args),
+        Some(Command::Serve(args)) => serve(&args),
+        Some(Command::Sink(args)) => sink(&args),
         None => run(&RunArgs::parse_from(["run"])),
     };
     match result {
@@ -283,12 +354,107 @@ fn print_summary(s: &Summary, json: bool) {
 }
 
 fn generate(args: &GenArgs) -> Result<(), Failure> {
+    if let Some(addr) = &args.connect {
+        let sent =
+            meridian_pipeline::net::send::send_stations(addr, &args.workload.config(), args.rate)
+                .map_err(|e| Failure::runtime(&format!("sending to {addr} failed"), e))?;
+        eprintln!(
+            "sent {sent} bytes from {} stations to {addr}",
+            args.workload.stations
+        );
+        return Ok(());
+    }
+    let path = args
+        .out
+        .as_deref()
+        .expect("clap requires --out or --connect");
     let bytes = gen::capture(&args.workload.config());
-    let mut out = open_output(&args.out)?;
+    let mut out = open_output(path)?;
     out.write_all(&bytes)
         .and_then(|()| out.flush())
         .map_err(|e| Failure::runtime("writing the capture failed", e))?;
-    eprintln!("wrote {} bytes of capture to {}", bytes.len(), args.out);
+    eprintln!("wrote {} bytes of capture to {path}", bytes.len());
+    Ok(())
+}
+
+fn serve(args: &ServeArgs) -> Result<(), Failure> {
+    use meridian_pipeline::net::serve::{self, ServeConfig, Target};
+    let target = match (&args.forward, &args.out) {
+        (Some(addr), _) => Target::Forward(addr.clone()),
+        (None, Some(path)) => Target::Out(path.into()),
+        (None, None) => unreachable!("clap requires --forward or --out"),
+    };
+    let cfg = ServeConfig {
+        pipeline: args.pipeline.config(),
+        target,
+        max_delay: std::time::Duration::from_millis(args.max_delay_ms),
+        max_connections: args.max_connections as usize,
+        stats_interval: args.stats_interval.map(std::time::Duration::from_secs_f64),
+        grace: std::time::Duration::from_millis(args.grace_ms),
+    };
+    let stop = meridian_pipeline::net::Shutdown::on_signals()
+        .map_err(|e| Failure::runtime("signal setup failed", e))?;
+    let listener = serve::bind(&args.listen)
+        .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::runtime("listener", e))?;
+    eprintln!("meridian: listening on {local}");
+    let s = serve::serve(listener, &cfg, stop).map_err(|e| Failure::runtime("serve failed", e))?;
+    if args.json {
+        eprintln!(
+            "{}",
+            serde_json::to_string(&s).expect("a summary serialises")
+        );
+    } else {
+        print_summary(&s.summary, false);
+        eprintln!(
+            "connections: {} accepted, {} rejected; downstream: {} reconnects, {} frames resent, {} undelivered",
+            s.connections_accepted, s.connections_rejected, s.downstream_reconnects, s.resent_frames, s.unsent_frames
+        );
+        eprintln!(
+            "read-to-forward latency: p50 {} us, p99 {} us, p99.9 {} us ({} frames)",
+            s.latency_us.p50, s.latency_us.p99, s.latency_us.p999, s.latency_us.frames
+        );
+    }
+    if s.unsent_frames > 0 {
+        return Err(Failure {
+            code: 1,
+            message: format!("{} frames could not be delivered", s.unsent_frames),
+        });
+    }
+    Ok(())
+}
+
+fn sink(args: &SinkArgs) -> Result<(), Failure> {
+    let stop = meridian_pipeline::net::Shutdown::on_signals()
+        .map_err(|e| Failure::runtime("signal setup failed", e))?;
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .map_err(|e| Failure::usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| Failure::runtime("listener", e))?;
+    eprintln!("sink: listening on {local}");
+    let out = args.out.as_deref().map(std::path::Path::new);
+    let s = meridian_pipeline::net::sink::sink(listener, out, &stop, args.connections as usize)
+        .map_err(|e| Failure::runtime("sink failed", e))?;
+    if args.json {
+        eprintln!(
+            "{}",
+            serde_json::to_string(&s).expect("a summary serialises")
+        );
+    } else {
+        eprintln!(
+            "sink: {} frames, {} bytes, {} unique keys, {} repeated, {} CRC errors, {} skipped bytes{}",
+            s.frames,
+            s.bytes,
+            s.unique_keys,
+            s.repeated_keys,
+            s.crc_errors,
+            s.skipped_bytes,
+            if s.eof { "" } else { " (stopped before end of stream)" }
+        );
+    }
     Ok(())
 }
 

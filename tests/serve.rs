@@ -1,0 +1,490 @@
+//! The TCP service end to end, with real sockets on 127.0.0.1 and ephemeral
+//! ports: stations (`gen --connect` and hand-made connections) -> `serve`
+//! -> `sink`. Every wait is bounded; a hung process fails the test.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStderr, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use meridian_pipeline::batch::Batch;
+use meridian_pipeline::decode::Decoder;
+use meridian_pipeline::gen::{station_streams, GenConfig};
+use meridian_pipeline::wire::encode_frame;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_meridian-pipeline");
+
+/// A child process whose stderr lines are collected as they come.
+struct Proc {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+}
+
+impl Proc {
+    /// Starts `args` and waits for its "listening on ADDR" line.
+    fn listening(args: &[&str]) -> (Proc, String) {
+        let mut p = Proc::start(args);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(addr) = p
+                .lines()
+                .iter()
+                .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
+            {
+                return (p, addr);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{args:?} did not start listening: {:?}",
+                p.lines()
+            );
+            if let Ok(Some(status)) = p.child.try_wait() {
+                panic!("{args:?} exited with {status}: {:?}", p.lines());
+            }
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn start(args: &[&str]) -> Proc {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr: ChildStderr = child.stderr.take().unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&lines);
+        thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                sink.lock().unwrap().push(line);
+            }
+        });
+        Proc { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// SIGKILL, and reap.
+    fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    /// Waits for the exit (bounded), checks the code, returns the JSON last line.
+    fn finish(mut self, within: Duration, code: i32) -> Value {
+        let deadline = Instant::now() + within;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("still running after {within:?}: {:?}", self.lines());
+            }
+            thread::sleep(Duration::from_millis(10));
+        };
+        // Let the stderr reader drain.
+        thread::sleep(Duration::from_millis(50));
+        let lines = self.lines();
+        assert_eq!(status.code(), Some(code), "{lines:?}");
+        let last = lines
+            .iter()
+            .rev()
+            .find(|l| l.starts_with('{'))
+            .unwrap_or_else(|| panic!("no JSON: {lines:?}"));
+        serde_json::from_str(last).unwrap()
+    }
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("meridian-serve-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Every frame's (sat, seq) in `bytes`, in order.
+fn keys_of(bytes: &[u8]) -> Vec<(u32, u64)> {
+    let mut d = Decoder::new(u16::MAX);
+    let mut b = Batch::default();
+    d.decode(bytes, true, &mut b, usize::MAX);
+    assert_eq!(
+        d.stats().skipped_bytes,
+        0,
+        "the forwarded stream holds only whole frames"
+    );
+    b.sat.iter().copied().zip(b.seq.iter().copied()).collect()
+}
+
+/// The valid unique keys `gen` makes for these options.
+fn expected_keys(cfg: &GenConfig) -> HashSet<(u32, u64)> {
+    let mut want = HashSet::new();
+    for s in station_streams(cfg) {
+        let mut d = Decoder::new(4096);
+        let mut b = Batch::default();
+        d.decode(&s.bytes, true, &mut b, usize::MAX);
+        for i in 0..b.len() {
+            if b.flags[i] & 0x80 == 0 && b.sat[i] <= 4095 {
+                want.insert((b.sat[i], b.seq[i]));
+            }
+        }
+    }
+    want
+}
+
+fn gen_connect(addr: &str, stations: u32, frames: u64, seed: u64, rate: Option<&str>) -> Child {
+    let mut args = vec![
+        "gen".to_string(),
+        "--connect".into(),
+        addr.into(),
+        "--stations".into(),
+        stations.to_string(),
+        "--frames".into(),
+        frames.to_string(),
+        "--seed".into(),
+        seed.to_string(),
+    ];
+    if let Some(r) = rate {
+        args.extend(["--rate".into(), r.into()]);
+    }
+    Command::new(BIN)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_ok(mut child: Child, within: Duration) {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            assert!(s.success(), "gen --connect failed: {s}");
+            return;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("gen --connect still running after {within:?}");
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn free_port() -> String {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap().to_string()
+}
+
+fn gen_cfg(stations: u32, frames: u64, seed: u64) -> GenConfig {
+    GenConfig {
+        frames,
+        stations,
+        seed,
+        ..GenConfig::default()
+    }
+}
+
+#[test]
+fn three_stations_through_serve_into_sink() {
+    let dir = scratch("three");
+    let out = dir.join("sink.bin");
+    let (sink, sink_addr) = Proc::listening(&[
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &sink_addr,
+        "--json",
+    ]);
+    wait_ok(
+        gen_connect(&addr, 3, 6000, 11, None),
+        Duration::from_secs(30),
+    );
+    thread::sleep(Duration::from_millis(200));
+    serve.signal("TERM");
+    let s = serve.finish(Duration::from_secs(15), 0);
+    let k = sink.finish(Duration::from_secs(15), 0);
+
+    let want = expected_keys(&gen_cfg(3, 6000, 11));
+    let got = keys_of(&std::fs::read(&out).unwrap());
+    let unique: HashSet<_> = got.iter().copied().collect();
+    assert_eq!(got.len(), unique.len(), "a key was forwarded twice");
+    assert_eq!(unique, want, "forwarded keys are not the valid unique keys");
+    assert_eq!(s["frames_decoded"], 6000);
+    assert_eq!(s["forwarded"], want.len() as u64);
+    let sum = s["invalid"].as_u64().unwrap()
+        + s["duplicates"].as_u64().unwrap()
+        + s["forwarded"].as_u64().unwrap();
+    assert_eq!(sum, 6000, "{s}");
+    assert_eq!(s["connections_accepted"], 3);
+    assert_eq!(s["stations"].as_array().unwrap().len(), 3);
+    assert!(s["latency_us"]["p99"].as_u64().unwrap() > 0);
+    assert_eq!(k["repeated_keys"], 0);
+    assert_eq!(k["crc_errors"], 0);
+    assert_eq!(k["eof"], true, "serve did not close the downstream cleanly");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn bad_input_on_live_connections_does_not_stop_good_frames() {
+    let dir = scratch("bad");
+    let out = dir.join("sink.bin");
+    let (sink, sink_addr) = Proc::listening(&[
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &sink_addr,
+        "--json",
+        "--max-payload",
+        "65535",
+        "--max-connections",
+        "8",
+        "--grace-ms",
+        "300",
+    ]);
+    let mut rng = fastrand::Rng::with_seed(5);
+    // Garbage, and garbage full of false sync markers.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(&(0..20_000).map(|_| rng.u8(..)).collect::<Vec<_>>())
+        .unwrap();
+    drop(c);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    for _ in 0..500 {
+        c.write_all(&[0x1A, 0xCF, 0xFC, 0x1D, rng.u8(..), 1, rng.u8(..)])
+            .unwrap();
+    }
+    drop(c);
+    // A header claiming a 65535-byte payload, then silence, held open.
+    let mut silent = TcpStream::connect(&addr).unwrap();
+    let mut header = Vec::new();
+    encode_frame(&mut header, 1, 1, 0, &[]);
+    header[18] = 0xFF;
+    header[19] = 0xFF;
+    silent.write_all(&header[..20]).unwrap();
+    // An idle connection held open.
+    let idle = TcpStream::connect(&addr).unwrap();
+    // A frame cut off by its connection closing.
+    let mut cut = Vec::new();
+    encode_frame(&mut cut, 2, 777_777, 0, &[9; 100]);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(&cut[..60]).unwrap();
+    drop(c);
+    // Good traffic from two stations, while one more sends a frame a byte at a time.
+    let good = gen_connect(&addr, 2, 3000, 21, None);
+    let mut slow_frame = Vec::new();
+    encode_frame(&mut slow_frame, 7, 999_999, 0, b"one byte at a time");
+    let slow_addr = addr.clone();
+    let slow = thread::spawn(move || {
+        let mut c = TcpStream::connect(&slow_addr).unwrap();
+        c.set_nodelay(true).unwrap();
+        for b in &slow_frame {
+            c.write_all(&[*b]).unwrap();
+            thread::sleep(Duration::from_millis(2));
+        }
+    });
+    wait_ok(good, Duration::from_secs(30));
+    slow.join().unwrap();
+    // Connections beyond the limit are closed at once, the others unaffected.
+    thread::sleep(Duration::from_millis(100));
+    let extra: Vec<TcpStream> = (0..12)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    serve.signal("INT");
+    let s = serve.finish(Duration::from_secs(15), 0);
+    let _k = sink.finish(Duration::from_secs(15), 0);
+    drop((silent, idle, extra));
+
+    let mut want = expected_keys(&gen_cfg(2, 3000, 21));
+    want.insert((7, 999_999));
+    let got = keys_of(&std::fs::read(&out).unwrap());
+    let unique: HashSet<_> = got.iter().copied().collect();
+    assert_eq!(got.len(), unique.len(), "a key was forwarded twice");
+    assert_eq!(unique, want, "valid frames were lost or invented: {s}");
+    assert!(s["connections_rejected"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["bad_header"].as_u64().unwrap() > 0, "{s}");
+    assert!(s["truncated"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["skipped_bytes"].as_u64().unwrap() >= 20_000, "{s}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn downstream_absent_at_start_then_started() {
+    let dir = scratch("absent");
+    let out = dir.join("sink.bin");
+    let sink_addr = free_port();
+    let (serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &sink_addr,
+        "--json",
+    ]);
+    let gen = gen_connect(&addr, 3, 3000, 31, None);
+    thread::sleep(Duration::from_millis(500));
+    let (sink, _) = Proc::listening(&[
+        "sink",
+        "--listen",
+        &sink_addr,
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    wait_ok(gen, Duration::from_secs(30));
+    thread::sleep(Duration::from_millis(200));
+    serve.signal("TERM");
+    let s = serve.finish(Duration::from_secs(15), 0);
+    sink.finish(Duration::from_secs(15), 0);
+    let got: HashSet<_> = keys_of(&std::fs::read(&out).unwrap()).into_iter().collect();
+    assert_eq!(got, expected_keys(&gen_cfg(3, 3000, 31)), "{s}");
+    assert_eq!(s["unsent_frames"], 0);
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn downstream_killed_and_restarted_mid_stream() {
+    let dir = scratch("restart");
+    let (first, second) = (dir.join("first.bin"), dir.join("second.bin"));
+    let sink_addr = free_port();
+    let (sink1, _) = Proc::listening(&[
+        "sink",
+        "--listen",
+        &sink_addr,
+        "--json",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    let (serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &sink_addr,
+        "--json",
+    ]);
+    // About 1.5 s of traffic: 3 stations at 1000 frames/s each.
+    let gen = gen_connect(&addr, 3, 4500, 41, Some("1000"));
+    thread::sleep(Duration::from_millis(500));
+    sink1.kill();
+    thread::sleep(Duration::from_millis(200));
+    let (sink2, _) = Proc::listening(&[
+        "sink",
+        "--listen",
+        &sink_addr,
+        "--json",
+        "--out",
+        second.to_str().unwrap(),
+    ]);
+    wait_ok(gen, Duration::from_secs(30));
+    thread::sleep(Duration::from_millis(200));
+    serve.signal("TERM");
+    let s = serve.finish(Duration::from_secs(15), 0);
+    sink2.finish(Duration::from_secs(15), 0);
+    // What the first sink wrote before it died may be cut short; the second
+    // sink got everything after the reconnect, resent replay included.
+    let second_keys: HashSet<_> = keys_of(&std::fs::read(&second).unwrap())
+        .into_iter()
+        .collect();
+    let want = expected_keys(&gen_cfg(3, 4500, 41));
+    assert!(s["downstream_reconnects"].as_u64().unwrap() >= 1, "{s}");
+    assert!(s["resent_frames"].as_u64().unwrap() > 0, "{s}");
+    assert_eq!(s["unsent_frames"], 0);
+    // Everything serve forwarded after the restart point reached the second
+    // sink; together with the resent replay, nothing was lost.
+    let missing: Vec<_> = want.difference(&second_keys).collect();
+    let first_keys: HashSet<_> = std::fs::read(&first)
+        .map(|b| keys_of_prefix(&b))
+        .unwrap_or_default();
+    let lost: Vec<_> = missing
+        .into_iter()
+        .filter(|k| !first_keys.contains(k))
+        .collect();
+    assert!(lost.is_empty(), "{} valid frames lost: {s}", lost.len());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Keys of the whole frames at the front of a file a killed sink left.
+fn keys_of_prefix(bytes: &[u8]) -> HashSet<(u32, u64)> {
+    let mut d = Decoder::new(u16::MAX);
+    let mut b = Batch::default();
+    d.decode(bytes, true, &mut b, usize::MAX);
+    b.sat.iter().copied().zip(b.seq.iter().copied()).collect()
+}
+
+#[test]
+fn sigterm_during_load_flushes_everything_and_exits_zero() {
+    let dir = scratch("term");
+    let out = dir.join("sink.bin");
+    let (sink, sink_addr) = Proc::listening(&[
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let (serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--forward",
+        &sink_addr,
+        "--json",
+        "--grace-ms",
+        "500",
+    ]);
+    let mut gen = gen_connect(&addr, 3, 30_000, 51, Some("2000"));
+    thread::sleep(Duration::from_millis(400));
+    serve.signal("TERM");
+    let s = serve.finish(Duration::from_secs(15), 0);
+    let k = sink.finish(Duration::from_secs(15), 0);
+    // The stations lose their server; gen may fail or finish, either is fine.
+    let _ = gen.kill();
+    let _ = gen.wait();
+    let got = keys_of(&std::fs::read(&out).unwrap());
+    let unique: HashSet<_> = got.iter().copied().collect();
+    assert_eq!(got.len(), unique.len());
+    // Everything serve decoded and kept went out before it exited.
+    assert_eq!(s["forwarded"].as_u64().unwrap(), got.len() as u64, "{s}");
+    assert!(got.len() > 100, "{s}");
+    let sum = s["invalid"].as_u64().unwrap()
+        + s["duplicates"].as_u64().unwrap()
+        + s["forwarded"].as_u64().unwrap();
+    assert_eq!(sum, s["frames_decoded"].as_u64().unwrap(), "{s}");
+    assert_eq!(k["eof"], true);
+    std::fs::remove_dir_all(dir).unwrap();
+}
