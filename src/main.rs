@@ -113,6 +113,9 @@ struct GenArgs {
     /// With --connect: frames per second per station (default: as fast as possible).
     #[arg(long, value_name = "FRAMES_PER_S", requires = "connect", value_parser = parse_positive)]
     rate: Option<f64>,
+    /// Frames in the capture, copies included.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    frames: u64,
     #[command(flatten)]
     workload: WorkloadArgs,
 }
@@ -174,12 +177,9 @@ struct SinkArgs {
     json: bool,
 }
 
-/// The synthetic workload's shape.
+/// The synthetic workload's shape, shared by `gen` and `run`.
 #[derive(Debug, Args, Clone)]
 struct WorkloadArgs {
-    /// Frames in the capture, copies included.
-    #[arg(long, default_value_t = 100_000, value_name = "N")]
-    frames: u64,
     /// Number of satellites.
     #[arg(long, default_value_t = 48, value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..))]
@@ -200,9 +200,9 @@ struct WorkloadArgs {
 }
 
 impl WorkloadArgs {
-    fn config(&self) -> GenConfig {
+    fn config(&self, frames: u64) -> GenConfig {
         GenConfig {
-            frames: self.frames,
+            frames,
             sats: self.sats,
             stations: self.stations,
             seed: self.seed,
@@ -355,9 +355,12 @@ fn print_summary(s: &Summary, json: bool) {
 
 fn generate(args: &GenArgs) -> Result<(), Failure> {
     if let Some(addr) = &args.connect {
-        let sent =
-            meridian_pipeline::net::send::send_stations(addr, &args.workload.config(), args.rate)
-                .map_err(|e| Failure::runtime(&format!("sending to {addr} failed"), e))?;
+        let sent = meridian_pipeline::net::send::send_stations(
+            addr,
+            &args.workload.config(args.frames),
+            args.rate,
+        )
+        .map_err(|e| Failure::runtime(&format!("sending to {addr} failed"), e))?;
         eprintln!(
             "sent {sent} bytes from {} stations to {addr}",
             args.workload.stations
@@ -368,7 +371,7 @@ fn generate(args: &GenArgs) -> Result<(), Failure> {
         .out
         .as_deref()
         .expect("clap requires --out or --connect");
-    let bytes = gen::capture(&args.workload.config());
+    let bytes = gen::capture(&args.workload.config(args.frames));
     let mut out = open_output(path)?;
     out.write_all(&bytes)
         .and_then(|()| out.flush())
@@ -481,23 +484,8 @@ struct RunArgs {
     threads: u64,
     #[command(flatten)]
     pipeline: PipelineArgs,
-    /// Number of satellites.
-    #[arg(long, default_value_t = 48, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..))]
-    sats: u32,
-    /// Number of ground stations (overlapping coverage makes copies).
-    #[arg(long, default_value_t = 3, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(1..=1024))]
-    stations: u32,
-    /// Payload length range in bytes, MIN..MAX (or one length).
-    #[arg(long, default_value = "16..128", value_name = "MIN..MAX", value_parser = parse_payload)]
-    payload: (u16, u16),
-    /// RNG seed of the workload.
-    #[arg(long, default_value_t = 1, value_name = "S")]
-    seed: u64,
-    /// Chance that a received copy is invalid.
-    #[arg(long, default_value_t = 0.01, value_name = "R", value_parser = parse_rate)]
-    invalid_rate: f64,
+    #[command(flatten)]
+    workload: WorkloadArgs,
     /// Print the report as exactly one JSON object on stdout.
     #[arg(long)]
     json: bool,
@@ -543,15 +531,7 @@ fn run(args: &RunArgs) -> Result<(), Failure> {
             Limit::Duration(std::time::Duration::from_secs_f64(args.duration)),
         ),
     };
-    let gen_cfg = GenConfig {
-        frames,
-        sats: args.sats,
-        stations: args.stations,
-        seed: args.seed,
-        invalid_rate: args.invalid_rate,
-        payload_min: args.payload.0,
-        payload_max: args.payload.1,
-    };
+    let gen_cfg = args.workload.config(frames);
     if !args.quiet {
         eprintln!("generating {frames} frames of synthetic traffic (not timed)...");
     }

@@ -7,7 +7,7 @@
 //! whichever comes first, and runs the same validate, dedup, window and
 //! ordering as `process`.
 
-use std::io::{self, Read};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -26,8 +26,6 @@ use crate::pipeline::{Config, Pipeline, Summary};
 
 /// Frames a station thread decodes before handing them over.
 const CHUNK_FRAMES: usize = 256;
-/// Bytes a station thread asks of its socket at a time.
-const READ_CHUNK: usize = 64 * 1024;
 /// Chunks in flight between the stations and the pipeline: the bound on
 /// buffered frames (with one chunk held by each blocked station thread).
 const CHANNEL_CHUNKS: usize = 64;
@@ -229,47 +227,20 @@ fn station(
     stop: &Shutdown,
     grace: Duration,
 ) {
-    let _ = stream.set_read_timeout(Some(POLL));
     let mut decoder = Decoder::new(max_payload);
-    let mut buf = vec![0u8; decoder.max_frame_len() + READ_CHUNK];
-    let (mut start, mut end) = (0usize, 0usize);
-    let mut eof = false;
-    while !eof {
-        match stream.read(&mut buf[end..]) {
-            Ok(0) => eof = true,
-            Ok(n) => end += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.past(grace) {
-                    eof = true;
-                } else {
-                    continue;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => eof = true, // reset: what was cut off counts as truncated
-        }
-        let read_at = Instant::now();
-        loop {
-            let mut batch = Batch::with_capacity(CHUNK_FRAMES, 0);
-            let used = decoder.decode(&buf[start..end], eof, &mut batch, CHUNK_FRAMES);
-            start += used;
-            let full = batch.len() == CHUNK_FRAMES;
-            if !batch.is_empty() && tx.send(Msg::Frames { batch, read_at }).is_err() {
-                return;
-            }
-            if !full {
-                break;
-            }
-        }
-        buf.copy_within(start..end, 0);
-        end -= start;
-        start = 0;
-    }
+    let sent = super::read_frames(
+        &mut stream,
+        &mut decoder,
+        CHUNK_FRAMES,
+        stop,
+        grace,
+        |batch, read_at| {
+            // The pipeline owns the chunk from here; the reader starts a new one.
+            let batch = std::mem::take(batch);
+            tx.send(Msg::Frames { batch, read_at }).is_ok()
+        },
+    );
+    let _ = sent; // a read error ends the connection like a reset does
     let _ = tx.send(Msg::Closed {
         station: id,
         peer,

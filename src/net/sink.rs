@@ -4,7 +4,7 @@
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, BufWriter, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::Mutex;
@@ -14,7 +14,6 @@ use std::time::Duration;
 use serde::Serialize;
 
 use super::Shutdown;
-use crate::batch::Batch;
 use crate::decode::Decoder;
 
 /// What the sink saw.
@@ -110,62 +109,35 @@ type Keys = Mutex<HashSet<(u32, u64)>>;
 fn check_stream(
     mut stream: TcpStream,
     keys: &Keys,
-    mut file: Option<&Mutex<BufWriter<File>>>,
+    file: Option<&Mutex<BufWriter<File>>>,
     stop: &Shutdown,
 ) -> io::Result<SinkSummary> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(Duration::from_millis(20)))?;
     let mut decoder = Decoder::new(u16::MAX);
-    let mut buf = vec![0u8; decoder.max_frame_len() + (256 << 10)];
-    let (mut start, mut end) = (0, 0);
+    let mut written = Ok(());
     let mut summary = SinkSummary::default();
-    let mut batch = Batch::default();
-    let mut eof = false;
-    while !eof {
-        match stream.read(&mut buf[end..]) {
-            Ok(0) => {
-                eof = true;
-                summary.eof = true;
-            }
-            Ok(n) => end += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if stop.requested() {
-                    eof = true;
-                } else {
-                    continue;
+    summary.eof = super::read_frames(
+        &mut stream,
+        &mut decoder,
+        4096,
+        stop,
+        Duration::ZERO,
+        |batch, _| {
+            let mut k = keys.lock().expect("no panics while held");
+            for i in 0..batch.len() {
+                if !k.insert((batch.sat[i], batch.seq[i])) {
+                    summary.repeated_keys += 1;
                 }
             }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => eof = true,
-        }
-        loop {
-            batch.clear();
-            start += decoder.decode(&buf[start..end], eof, &mut batch, 4096);
-            {
-                let mut k = keys.lock().expect("no panics while held");
-                for i in 0..batch.len() {
-                    if !k.insert((batch.sat[i], batch.seq[i])) {
-                        summary.repeated_keys += 1;
-                    }
-                }
+            if let Some(f) = file {
+                written = f
+                    .lock()
+                    .expect("no panics while held")
+                    .write_all(&batch.buf);
             }
-            if let Some(f) = file.as_mut() {
-                let mut f = f.lock().expect("no panics while held");
-                f.write_all(&batch.buf)?;
-            }
-            if batch.len() < 4096 {
-                break;
-            }
-        }
-        buf.copy_within(start..end, 0);
-        end -= start;
-        start = 0;
-    }
+            written.is_ok()
+        },
+    )?;
+    written?;
     let d = decoder.stats();
     summary.bytes = d.input_bytes;
     summary.frames = d.frames_decoded;
