@@ -41,6 +41,19 @@ pub struct DecodeStats {
     pub truncated: u64,
 }
 
+impl DecodeStats {
+    /// Adds `other` into `self` (several connections' decoders, one total).
+    pub fn add(&mut self, other: &DecodeStats) {
+        self.input_bytes += other.input_bytes;
+        self.skipped_bytes += other.skipped_bytes;
+        self.frames_decoded += other.frames_decoded;
+        self.frame_bytes += other.frame_bytes;
+        self.bad_header += other.bad_header;
+        self.crc_errors += other.crc_errors;
+        self.truncated += other.truncated;
+    }
+}
+
 /// A streaming decoder over caller-held data.
 ///
 /// It holds counters only, never bytes: whatever [`Decoder::decode`] did not

@@ -347,7 +347,7 @@ fn pipeline_loop(
                 peer,
                 stats,
             }) => {
-                add_decode(&mut decode, &stats);
+                decode.add(&stats);
                 if stations.len() <= station {
                     stations.resize(station + 1, StationStats::default());
                 }
@@ -396,14 +396,4 @@ fn pipeline_loop(
         latency,
         f.unsent,
     ))
-}
-
-fn add_decode(total: &mut DecodeStats, s: &DecodeStats) {
-    total.input_bytes += s.input_bytes;
-    total.skipped_bytes += s.skipped_bytes;
-    total.frames_decoded += s.frames_decoded;
-    total.frame_bytes += s.frame_bytes;
-    total.bad_header += s.bad_header;
-    total.crc_errors += s.crc_errors;
-    total.truncated += s.truncated;
 }
