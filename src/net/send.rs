@@ -25,16 +25,17 @@ pub fn send_stations(addr: &str, cfg: &GenConfig, rate: Option<f64>) -> io::Resu
                 let mut conn = connect_retrying(&addr, Duration::from_secs(5))?;
                 let start = Instant::now();
                 let mut from = 0usize;
-                for (k, chunk) in s
-                    .ends
-                    .chunks(if rate.is_some() { 1 } else { BURST })
-                    .enumerate()
-                {
+                // Paced: one write per millisecond's worth of frames, each
+                // sent when it is due, so pacing costs no busy loop.
+                let per_write = rate.map_or(BURST, |r| ((r / 1000.0) as usize).max(1));
+                let mut sent = 0usize;
+                for chunk in s.ends.chunks(per_write) {
                     let to = *chunk.last().expect("chunks are not empty");
                     conn.write_all(&s.bytes[from..to])?;
                     from = to;
+                    sent += chunk.len();
                     if let Some(r) = rate {
-                        let due = start + Duration::from_secs_f64((k + 1) as f64 / r);
+                        let due = start + Duration::from_secs_f64(sent as f64 / r);
                         if let Some(wait) = due.checked_duration_since(Instant::now()) {
                             thread::sleep(wait);
                         }

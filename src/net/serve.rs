@@ -341,7 +341,14 @@ fn pipeline_loop(
             None => POLL,
         };
         match rx.recv_timeout(timeout) {
-            Ok(Msg::Frames { batch, read_at }) => f.push(&batch, read_at)?,
+            Ok(Msg::Frames { batch, read_at }) => {
+                f.push(&batch, read_at)?;
+                // While chunks keep coming, recv never times out: enforce
+                // the delay here too.
+                if f.first_at.is_some_and(|t| t.elapsed() >= cfg.max_delay) {
+                    f.flush()?;
+                }
+            }
             Ok(Msg::Closed {
                 station,
                 peer,
