@@ -200,26 +200,55 @@ fn gen_cfg(stations: u32, frames: u64, seed: u64) -> GenConfig {
     }
 }
 
-#[test]
-fn three_stations_through_serve_into_sink() {
-    let dir = scratch("three");
-    let out = dir.join("sink.bin");
-    let (sink, sink_addr) = Proc::listening(&[
+/// A sink on `listen`, writing what it receives to `out`; returns its address.
+fn start_sink(listen: &str, out: &std::path::Path) -> (Proc, String) {
+    Proc::listening(&[
         "sink",
         "--listen",
-        "127.0.0.1:0",
+        listen,
         "--json",
         "--out",
         out.to_str().unwrap(),
-    ]);
-    let (serve, addr) = Proc::listening(&[
+    ])
+}
+
+/// `serve` on an ephemeral port forwarding to `downstream`, with `extra`
+/// options; returns its address.
+fn start_serve(downstream: &str, extra: &[&str]) -> (Proc, String) {
+    let mut args = vec![
         "serve",
         "--listen",
         "127.0.0.1:0",
         "--forward",
-        &sink_addr,
+        downstream,
         "--json",
-    ]);
+    ];
+    args.extend_from_slice(extra);
+    Proc::listening(&args)
+}
+
+/// The keys of the frames in `path`, asserting that none came twice.
+fn forwarded_once(path: &std::path::Path) -> HashSet<(u32, u64)> {
+    let got = keys_of(&std::fs::read(path).unwrap());
+    let unique: HashSet<_> = got.iter().copied().collect();
+    assert_eq!(got.len(), unique.len(), "a key was forwarded twice");
+    unique
+}
+
+/// invalid + duplicates + forwarded: every decoded frame accounted for.
+fn accounted(s: &Value) -> u64 {
+    ["invalid", "duplicates", "forwarded"]
+        .iter()
+        .map(|k| s[*k].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn three_stations_through_serve_into_sink() {
+    let dir = scratch("three");
+    let out = dir.join("sink.bin");
+    let (sink, sink_addr) = start_sink("127.0.0.1:0", &out);
+    let (serve, addr) = start_serve(&sink_addr, &[]);
     wait_ok(
         gen_connect(&addr, 3, 6000, 11, None),
         Duration::from_secs(30),
@@ -230,16 +259,11 @@ fn three_stations_through_serve_into_sink() {
     let k = sink.finish(Duration::from_secs(15), 0);
 
     let want = expected_keys(&gen_cfg(3, 6000, 11));
-    let got = keys_of(&std::fs::read(&out).unwrap());
-    let unique: HashSet<_> = got.iter().copied().collect();
-    assert_eq!(got.len(), unique.len(), "a key was forwarded twice");
+    let unique = forwarded_once(&out);
     assert_eq!(unique, want, "forwarded keys are not the valid unique keys");
     assert_eq!(s["frames_decoded"], 6000);
     assert_eq!(s["forwarded"], want.len() as u64);
-    let sum = s["invalid"].as_u64().unwrap()
-        + s["duplicates"].as_u64().unwrap()
-        + s["forwarded"].as_u64().unwrap();
-    assert_eq!(sum, 6000, "{s}");
+    assert_eq!(accounted(&s), 6000, "{s}");
     assert_eq!(s["connections_accepted"], 3);
     assert_eq!(s["stations"].as_array().unwrap().len(), 3);
     assert!(s["latency_us"]["p99"].as_u64().unwrap() > 0);
@@ -253,28 +277,18 @@ fn three_stations_through_serve_into_sink() {
 fn bad_input_on_live_connections_does_not_stop_good_frames() {
     let dir = scratch("bad");
     let out = dir.join("sink.bin");
-    let (sink, sink_addr) = Proc::listening(&[
-        "sink",
-        "--listen",
-        "127.0.0.1:0",
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let (serve, addr) = Proc::listening(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
+    let (sink, sink_addr) = start_sink("127.0.0.1:0", &out);
+    let (serve, addr) = start_serve(
         &sink_addr,
-        "--json",
-        "--max-payload",
-        "65535",
-        "--max-connections",
-        "8",
-        "--grace-ms",
-        "300",
-    ]);
+        &[
+            "--max-payload",
+            "65535",
+            "--max-connections",
+            "8",
+            "--grace-ms",
+            "300",
+        ],
+    );
     let mut rng = fastrand::Rng::with_seed(5);
     // Garbage, and garbage full of false sync markers.
     let mut c = TcpStream::connect(&addr).unwrap();
@@ -330,9 +344,7 @@ fn bad_input_on_live_connections_does_not_stop_good_frames() {
 
     let mut want = expected_keys(&gen_cfg(2, 3000, 21));
     want.insert((7, 999_999));
-    let got = keys_of(&std::fs::read(&out).unwrap());
-    let unique: HashSet<_> = got.iter().copied().collect();
-    assert_eq!(got.len(), unique.len(), "a key was forwarded twice");
+    let unique = forwarded_once(&out);
     assert_eq!(unique, want, "valid frames were lost or invented: {s}");
     assert!(s["connections_rejected"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["bad_header"].as_u64().unwrap() > 0, "{s}");
@@ -346,31 +358,20 @@ fn downstream_absent_at_start_then_started() {
     let dir = scratch("absent");
     let out = dir.join("sink.bin");
     let sink_addr = free_port();
-    let (serve, addr) = Proc::listening(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &sink_addr,
-        "--json",
-    ]);
+    let (serve, addr) = start_serve(&sink_addr, &[]);
     let gen = gen_connect(&addr, 3, 3000, 31, None);
     thread::sleep(Duration::from_millis(500));
-    let (sink, _) = Proc::listening(&[
-        "sink",
-        "--listen",
-        &sink_addr,
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let (sink, _) = start_sink(&sink_addr, &out);
     wait_ok(gen, Duration::from_secs(30));
     thread::sleep(Duration::from_millis(200));
     serve.signal("TERM");
     let s = serve.finish(Duration::from_secs(15), 0);
     sink.finish(Duration::from_secs(15), 0);
-    let got: HashSet<_> = keys_of(&std::fs::read(&out).unwrap()).into_iter().collect();
-    assert_eq!(got, expected_keys(&gen_cfg(3, 3000, 31)), "{s}");
+    assert_eq!(
+        forwarded_once(&out),
+        expected_keys(&gen_cfg(3, 3000, 31)),
+        "{s}"
+    );
     assert_eq!(s["unsent_frames"], 0);
     std::fs::remove_dir_all(dir).unwrap();
 }
@@ -380,35 +381,14 @@ fn downstream_killed_and_restarted_mid_stream() {
     let dir = scratch("restart");
     let (first, second) = (dir.join("first.bin"), dir.join("second.bin"));
     let sink_addr = free_port();
-    let (sink1, _) = Proc::listening(&[
-        "sink",
-        "--listen",
-        &sink_addr,
-        "--json",
-        "--out",
-        first.to_str().unwrap(),
-    ]);
-    let (serve, addr) = Proc::listening(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &sink_addr,
-        "--json",
-    ]);
+    let (sink1, _) = start_sink(&sink_addr, &first);
+    let (serve, addr) = start_serve(&sink_addr, &[]);
     // About 1.5 s of traffic: 3 stations at 1000 frames/s each.
     let gen = gen_connect(&addr, 3, 4500, 41, Some("1000"));
     thread::sleep(Duration::from_millis(500));
     sink1.kill();
     thread::sleep(Duration::from_millis(200));
-    let (sink2, _) = Proc::listening(&[
-        "sink",
-        "--listen",
-        &sink_addr,
-        "--json",
-        "--out",
-        second.to_str().unwrap(),
-    ]);
+    let (sink2, _) = start_sink(&sink_addr, &second);
     wait_ok(gen, Duration::from_secs(30));
     thread::sleep(Duration::from_millis(200));
     serve.signal("TERM");
@@ -449,24 +429,8 @@ fn keys_of_prefix(bytes: &[u8]) -> HashSet<(u32, u64)> {
 fn sigterm_during_load_flushes_everything_and_exits_zero() {
     let dir = scratch("term");
     let out = dir.join("sink.bin");
-    let (sink, sink_addr) = Proc::listening(&[
-        "sink",
-        "--listen",
-        "127.0.0.1:0",
-        "--json",
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let (serve, addr) = Proc::listening(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--forward",
-        &sink_addr,
-        "--json",
-        "--grace-ms",
-        "500",
-    ]);
+    let (sink, sink_addr) = start_sink("127.0.0.1:0", &out);
+    let (serve, addr) = start_serve(&sink_addr, &["--grace-ms", "500"]);
     let mut gen = gen_connect(&addr, 3, 30_000, 51, Some("2000"));
     thread::sleep(Duration::from_millis(400));
     serve.signal("TERM");
@@ -475,16 +439,11 @@ fn sigterm_during_load_flushes_everything_and_exits_zero() {
     // The stations lose their server; gen may fail or finish, either is fine.
     let _ = gen.kill();
     let _ = gen.wait();
-    let got = keys_of(&std::fs::read(&out).unwrap());
-    let unique: HashSet<_> = got.iter().copied().collect();
-    assert_eq!(got.len(), unique.len());
+    let got = forwarded_once(&out);
     // Everything serve decoded and kept went out before it exited.
     assert_eq!(s["forwarded"].as_u64().unwrap(), got.len() as u64, "{s}");
     assert!(got.len() > 100, "{s}");
-    let sum = s["invalid"].as_u64().unwrap()
-        + s["duplicates"].as_u64().unwrap()
-        + s["forwarded"].as_u64().unwrap();
-    assert_eq!(sum, s["frames_decoded"].as_u64().unwrap(), "{s}");
+    assert_eq!(accounted(&s), s["frames_decoded"].as_u64().unwrap(), "{s}");
     assert_eq!(k["eof"], true);
     std::fs::remove_dir_all(dir).unwrap();
 }
