@@ -322,7 +322,9 @@ fn bad_input_on_live_connections_does_not_stop_good_frames() {
     let mut c = TcpStream::connect(&addr).unwrap();
     c.write_all(&cut[..70]).unwrap();
     thread::sleep(Duration::from_millis(50)); // let serve read the bytes first
-    socket2::SockRef::from(&c).set_linger(Some(Duration::ZERO)).unwrap();
+    socket2::SockRef::from(&c)
+        .set_linger(Some(Duration::ZERO))
+        .unwrap();
     drop(c);
     // Good traffic from two stations, while one more sends a frame a byte at a time.
     let good = gen_connect(&addr, 2, 3000, 21, None);
