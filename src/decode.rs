@@ -231,13 +231,24 @@ impl<R: Read> FrameReader<R> {
     /// Clears `batch` and fills it with up to `limit` frames. Returns the
     /// number of rows; 0 means the input has ended and been fully decoded.
     pub fn fill(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
+        self.fill_until(batch, limit, false)
+    }
+
+    /// Like [`FrameReader::fill`], but returns as soon as a read has yielded
+    /// at least one frame instead of waiting for `limit`: a network link
+    /// hands over what arrived without holding it back for more.
+    pub fn fill_some(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
+        self.fill_until(batch, limit, true)
+    }
+
+    fn fill_until(&mut self, batch: &mut Batch, limit: usize, any: bool) -> io::Result<usize> {
         batch.clear();
         loop {
             let used = self
                 .decoder
                 .decode(&self.buf[self.start..self.end], self.eof, batch, limit);
             self.start += used;
-            if batch.len() >= limit || self.eof {
+            if batch.len() >= limit || self.eof || (any && !batch.is_empty()) {
                 return Ok(batch.len());
             }
             // What is left waits for more bytes; it is less than one frame.

@@ -24,7 +24,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::batch::Batch;
-use crate::decode::Decoder;
+use crate::decode::{DecodeStats, Decoder, FrameReader};
 
 /// How often a blocked read looks at the shutdown flag.
 const POLL: Duration = Duration::from_millis(20);
@@ -69,60 +69,72 @@ impl Shutdown {
     }
 }
 
-/// Reads `stream` to its end, decoding as it goes, and hands every chunk of
-/// up to `chunk` decoded frames to `each` with the time its last bytes were
-/// read; `each` may take the batch (it gets a fresh one) and returns false to
-/// stop. The stream ends at end of file, at a reset (a frame cut off then
-/// counts as truncated), or once a stop was asked for more than `grace` ago.
-/// Returns true when the peer ended it, false on a stop. The read buffer is
-/// one maximal frame plus one read, whatever arrives.
+/// A station's socket as a [`Read`] that ends (returns 0) at end of file,
+/// at a reset, or once a stop was asked for more than `grace` ago, and
+/// otherwise waits, looking at the stop flag every [`POLL`].
+struct Link<'a> {
+    stream: &'a mut TcpStream,
+    stop: &'a Shutdown,
+    grace: Duration,
+    /// True when the peer ended the stream (end of file or reset).
+    by_peer: bool,
+}
+
+impl Read for Link<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.stream.read(buf) {
+                Ok(0) => break,
+                Ok(n) => return Ok(n),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    if self.stop.past(self.grace) {
+                        return Ok(0);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break, // reset: a frame cut off counts as truncated
+            }
+        }
+        self.by_peer = true;
+        Ok(0)
+    }
+}
+
+/// Reads `stream` to its end through a [`FrameReader`], handing every chunk
+/// of up to `chunk` decoded frames to `each` as soon as a read yields it,
+/// with the time it was handed over; `each` may take the batch (it gets a
+/// fresh one) and returns false to stop. The stream ends at end of file, at a
+/// reset, or once a stop was asked for more than `grace` ago. Returns whether
+/// the peer ended it (rather than a stop), and the decoder's counters.
 pub(crate) fn read_frames(
     stream: &mut TcpStream,
-    decoder: &mut Decoder,
+    decoder: Decoder,
     chunk: usize,
     stop: &Shutdown,
     grace: Duration,
     mut each: impl FnMut(&mut Batch, Instant) -> bool,
-) -> io::Result<bool> {
+) -> io::Result<(bool, DecodeStats)> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(POLL))?;
-    let mut buf = vec![0u8; decoder.max_frame_len() + READ_CHUNK];
-    let (mut start, mut end) = (0usize, 0usize);
+    let mut link = Link {
+        stream,
+        stop,
+        grace,
+        by_peer: false,
+    };
+    let mut reader = FrameReader::new(&mut link, decoder, READ_CHUNK);
     let mut batch = Batch::default();
-    let (mut eof, mut by_peer) = (false, false);
-    while !eof {
-        match stream.read(&mut buf[end..]) {
-            Ok(0) => (eof, by_peer) = (true, true),
-            Ok(n) => end += n,
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                if !stop.past(grace) {
-                    continue;
-                }
-                eof = true;
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => (eof, by_peer) = (true, true),
+    while reader.fill_some(&mut batch, chunk)? > 0 {
+        if !each(&mut batch, Instant::now()) {
+            break;
         }
-        let read_at = Instant::now();
-        loop {
-            batch.clear();
-            start += decoder.decode(&buf[start..end], eof, &mut batch, chunk);
-            let full = batch.len() == chunk;
-            if !batch.is_empty() && !each(&mut batch, read_at) {
-                return Ok(by_peer);
-            }
-            if !full {
-                break;
-            }
-        }
-        buf.copy_within(start..end, 0);
-        end -= start;
-        start = 0;
     }
-    Ok(by_peer)
+    let stats = reader.stats();
+    drop(reader);
+    Ok((link.by_peer, stats))
 }

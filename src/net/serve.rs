@@ -227,10 +227,10 @@ fn station(
     stop: &Shutdown,
     grace: Duration,
 ) {
-    let mut decoder = Decoder::new(max_payload);
-    let sent = super::read_frames(
+    let decoder = Decoder::new(max_payload);
+    let read = super::read_frames(
         &mut stream,
-        &mut decoder,
+        decoder,
         CHUNK_FRAMES,
         stop,
         grace,
@@ -240,11 +240,12 @@ fn station(
             tx.send(Msg::Frames { batch, read_at }).is_ok()
         },
     );
-    let _ = sent; // a read error ends the connection like a reset does
+    // A socket that cannot be set up ends like a reset, with nothing decoded.
+    let stats = read.map(|(_, stats)| stats).unwrap_or_default();
     let _ = tx.send(Msg::Closed {
         station: id,
         peer,
-        stats: decoder.stats(),
+        stats,
     });
 }
 

@@ -112,12 +112,11 @@ fn check_stream(
     file: Option<&Mutex<BufWriter<File>>>,
     stop: &Shutdown,
 ) -> io::Result<SinkSummary> {
-    let mut decoder = Decoder::new(u16::MAX);
     let mut written = Ok(());
     let mut summary = SinkSummary::default();
-    summary.eof = super::read_frames(
+    let (eof, d) = super::read_frames(
         &mut stream,
-        &mut decoder,
+        Decoder::new(u16::MAX),
         4096,
         stop,
         Duration::ZERO,
@@ -138,7 +137,7 @@ fn check_stream(
         },
     )?;
     written?;
-    let d = decoder.stats();
+    summary.eof = eof;
     summary.bytes = d.input_bytes;
     summary.frames = d.frames_decoded;
     summary.crc_errors = d.crc_errors;
