@@ -15,8 +15,8 @@ use gungraun::{Callgrind, EventKind};
 
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::Decoder;
-use meridian_pipeline::gen::{capture, GenConfig};
-use meridian_pipeline::layout::{run_all, soa::Soa};
+use meridian_pipeline::harness::gen::{capture, GenConfig};
+use meridian_pipeline::harness::layout::{run_all, soa::Soa};
 use meridian_pipeline::Config;
 
 /// Frames per gated run: enough that per-run setup is noise, few enough
@@ -50,7 +50,7 @@ fn soa_pipeline(data: Vec<u8>) -> usize {
     let mut engine = Soa::new(Config::default());
     let mut out = Vec::with_capacity(data.len());
     let summary = run_all(&mut engine, black_box(&data), 1000, &mut out).unwrap();
-    assert_eq!(summary.frames_decoded, FRAMES);
+    assert_eq!(summary.decode.frames_decoded, FRAMES);
     black_box(out.len())
 }
 

@@ -19,10 +19,11 @@ use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::Decoder;
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::{Dedup, SortUnique, StalePolicy, DEFAULT_WINDOW};
-use meridian_pipeline::forward::{write_rows, write_rows_naive};
-use meridian_pipeline::gen::{capture, GenConfig};
-use meridian_pipeline::layout::{run_all, Layout};
-use meridian_pipeline::runner::{run, Limit, Progress, RunOptions};
+use meridian_pipeline::forward::write_rows;
+use meridian_pipeline::harness::gen::{capture, GenConfig};
+use meridian_pipeline::harness::layout::{run_all, Layout};
+use meridian_pipeline::harness::naive::write_rows_naive;
+use meridian_pipeline::harness::runner::{run, Limit, Progress, RunOptions};
 use meridian_pipeline::validate::{scalar, set_bits, simd};
 use meridian_pipeline::Config;
 

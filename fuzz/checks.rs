@@ -10,8 +10,9 @@ use arbitrary::Arbitrary;
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::StalePolicy;
+use meridian_pipeline::harness::reference;
 use meridian_pipeline::wire::{encode_frame, Header, HEADER_LEN};
-use meridian_pipeline::{process_stream, reference, Config};
+use meridian_pipeline::{process_stream, BatchProcessor, Config};
 
 /// Hands out `data` in reads of the given sizes, cycling through them.
 struct Splits<'a> {
@@ -181,7 +182,7 @@ pub fn check_pipeline(input: &PipelineInput) -> u64 {
             StalePolicy::Forward
         },
     };
-    let (want, want_summary, batches) = reference::run(&stream, &cfg);
+    let (want, want_summary, _) = reference::run(&stream, &cfg);
     let mut got = Vec::new();
     let reader = Splits {
         data: &stream,
@@ -195,21 +196,49 @@ pub fn check_pipeline(input: &PipelineInput) -> u64 {
     );
     assert_eq!(summary, want_summary);
     let dropped_stale = if cfg.stale == StalePolicy::Drop {
-        summary.stale
+        summary.pipeline.stale
     } else {
         0
     };
     assert_eq!(
-        summary.frames_decoded,
-        summary.invalid + summary.duplicates + summary.forwarded + dropped_stale
+        summary.decode.frames_decoded,
+        summary.pipeline.invalid
+            + summary.pipeline.duplicates
+            + summary.pipeline.forwarded
+            + dropped_stale
     );
-    for batch in &batches {
+    // The pipeline's own batches, each decoded back: every batch ascends by
+    // (sat, seq), and together they are the stream it forwarded.
+    let mut reader = FrameReader::new(
+        Splits {
+            data: &stream,
+            sizes: &input.split,
+            next: 0,
+        },
+        Decoder::new(cfg.max_payload),
+        64,
+    );
+    let mut stages = BatchProcessor::new(cfg);
+    let (mut batch, mut out, mut all) = (Batch::default(), Vec::new(), Vec::new());
+    while reader.fill(&mut batch, cfg.batch_size).expect("in memory") > 0 {
+        out.clear();
+        stages
+            .process(&batch, &mut out, &mut ())
+            .expect("in memory");
+        let mut forwarded = Batch::default();
+        Decoder::new(u16::MAX).decode(&out, true, &mut forwarded, usize::MAX);
         assert!(
-            batch
+            forwarded
+                .sat
+                .iter()
+                .zip(&forwarded.seq)
+                .collect::<Vec<_>>()
                 .windows(2)
-                .all(|w| (w[0].sat, w[0].seq) < (w[1].sat, w[1].seq)),
+                .all(|w| w[0] < w[1]),
             "a batch is not sorted"
         );
+        all.extend_from_slice(&out);
     }
-    summary.frames_decoded
+    assert!(all == got, "batch by batch differs from process_stream");
+    summary.decode.frames_decoded
 }

@@ -1,7 +1,7 @@
 //! The batch: struct-of-arrays columns over one reusable byte buffer.
 //!
 //! Row `i` of a batch is the `i`-th decoded frame in stream order. Its bytes
-//! are `buf[offset[i] .. offset[i] + len[i]]` (the whole frame, sync marker to
+//! are `buf[offset[i] .. offset[i] + frame_len[i]]` (the whole frame, sync marker to
 //! CRC), and `sat[i]`, `seq[i]`, `flags[i]` are copied out of its header so
 //! the stages after decode never touch the bytes again.
 //!
@@ -18,7 +18,7 @@ use std::ops::Range;
 /// comparison between them shows the layout alone.
 pub trait Rows {
     /// Number of rows.
-    fn rows(&self) -> usize;
+    fn row_count(&self) -> usize;
     /// Satellite id of row `i`.
     fn sat(&self, i: usize) -> u32;
     /// Sequence number of row `i`.
@@ -29,12 +29,18 @@ pub trait Rows {
     fn span(&self, i: usize) -> Range<usize>;
     /// The buffer the spans index.
     fn bytes(&self) -> &[u8];
+    /// The `sat` and `flags` columns, when the layout keeps them as columns:
+    /// validation then takes the SIMD path (see [`crate::validate::valid_mask`]).
+    #[inline]
+    fn columns(&self) -> Option<(&[u32], &[u8])> {
+        None
+    }
 }
 
-/// Where a decoder puts frames.
-pub trait FrameSink {
+/// Where a decoder puts frames: the batch being filled, whatever its layout.
+pub trait DecodeTarget {
     /// Rows held so far.
-    fn rows(&self) -> usize;
+    fn row_count(&self) -> usize;
     /// Appends one frame: its header fields and its whole bytes.
     fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]);
 }
@@ -50,8 +56,8 @@ pub struct Batch {
     pub flags: Vec<u8>,
     /// Where each row's frame starts in `buf`.
     pub offset: Vec<usize>,
-    /// Length of each row's whole frame in `buf`.
-    pub len: Vec<u32>,
+    /// Length of each row's whole frame in `buf`, marker to CRC.
+    pub frame_len: Vec<u32>,
     /// The frames' bytes, back to back in stream order.
     pub buf: Vec<u8>,
 }
@@ -64,7 +70,7 @@ impl Batch {
             seq: Vec::with_capacity(rows),
             flags: Vec::with_capacity(rows),
             offset: Vec::with_capacity(rows),
-            len: Vec::with_capacity(rows),
+            frame_len: Vec::with_capacity(rows),
             buf: Vec::with_capacity(rows.saturating_mul(frame_bytes)),
         }
     }
@@ -89,7 +95,7 @@ impl Batch {
         self.seq.clear();
         self.flags.clear();
         self.offset.clear();
-        self.len.clear();
+        self.frame_len.clear();
         self.buf.clear();
     }
 
@@ -100,7 +106,7 @@ impl Batch {
         self.seq.push(seq);
         self.flags.push(flags);
         self.offset.push(self.buf.len());
-        self.len.push(frame.len() as u32);
+        self.frame_len.push(frame.len() as u32);
         self.buf.extend_from_slice(frame);
     }
 
@@ -115,14 +121,18 @@ impl Batch {
         self.seq.len() == n
             && self.flags.len() == n
             && self.offset.len() == n
-            && self.len.len() == n
+            && self.frame_len.len() == n
     }
 }
 
 impl Rows for Batch {
     #[inline]
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.len()
+    }
+    #[inline]
+    fn columns(&self) -> Option<(&[u32], &[u8])> {
+        Some((&self.sat, &self.flags))
     }
     #[inline]
     fn sat(&self, i: usize) -> u32 {
@@ -139,7 +149,7 @@ impl Rows for Batch {
     #[inline]
     fn span(&self, i: usize) -> Range<usize> {
         let start = self.offset[i];
-        start..start + self.len[i] as usize
+        start..start + self.frame_len[i] as usize
     }
     #[inline]
     fn bytes(&self) -> &[u8] {
@@ -147,9 +157,9 @@ impl Rows for Batch {
     }
 }
 
-impl FrameSink for Batch {
+impl DecodeTarget for Batch {
     #[inline]
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.len()
     }
     #[inline]

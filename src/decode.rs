@@ -18,12 +18,14 @@
 use std::io::{self, Read};
 
 use memchr::memmem;
+use serde::Serialize;
 
-use crate::batch::{Batch, FrameSink};
+use crate::batch::{Batch, DecodeTarget};
 use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
 
-/// What the decoder has counted so far.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// What the decoder has counted so far. Its fields are JSON keys of every
+/// summary that includes it (`#[serde(flatten)]`): a new counter is one field.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct DecodeStats {
     /// Bytes consumed: `frame_bytes + skipped_bytes`.
     pub input_bytes: u64,
@@ -31,7 +33,8 @@ pub struct DecodeStats {
     pub skipped_bytes: u64,
     /// Frames decoded.
     pub frames_decoded: u64,
-    /// Bytes of the decoded frames.
+    /// Bytes of the decoded frames (not reported: `input_bytes - skipped_bytes`).
+    #[serde(skip)]
     pub frame_bytes: u64,
     /// Markers followed by a wrong version or an oversized length.
     pub bad_header: u64,
@@ -96,7 +99,7 @@ impl Decoder {
     /// consumed unless `batch` filled up first. Bytes not consumed are never
     /// more than one maximal frame.
     #[inline(never)]
-    pub fn decode<S: FrameSink>(
+    pub fn decode<S: DecodeTarget>(
         &mut self,
         data: &[u8],
         eof: bool,
@@ -106,7 +109,7 @@ impl Decoder {
         let max_payload = self.max_payload;
         let mut pos = 0usize;
         let mut skipped = 0u64;
-        while batch.rows() < limit {
+        while batch.row_count() < limit {
             let rest = &data[pos..];
             // Back-to-back frames are the common case: look where the last
             // frame ended before asking memmem to search.

@@ -12,19 +12,23 @@ use crate::batch::Rows;
 /// (`UIO_MAXIOV`); 64 keeps the array small and already amortises the call.
 pub const SLICES: usize = 64;
 
-/// Writes the frames of `rows` of `batch`, in that order, to `out`. Returns
-/// the number of bytes written.
+/// Writes the frames of the rows `row_ids` of `batch`, in that order, to
+/// `out`. Returns the number of bytes written.
+///
+/// # Errors
+/// The first error of `out` (after `Interrupted` retries), or `WriteZero`
+/// when it accepts nothing; what it accepted before stays written.
 #[inline(never)]
 pub fn write_rows<R: Rows + ?Sized, W: Write + ?Sized>(
     batch: &R,
-    rows: &[u32],
+    row_ids: &[u32],
     out: &mut W,
 ) -> io::Result<u64> {
     let mut slices = [IoSlice::new(&[]); SLICES];
     let mut used = 0;
     let mut total = 0u64;
     let mut run: Option<(usize, usize)> = None;
-    for &r in rows {
+    for &r in row_ids {
         let span = batch.span(r as usize);
         let (start, end) = (span.start, span.end);
         total += (end - start) as u64;
@@ -70,19 +74,4 @@ fn write_all_vectored<W: Write + ?Sized>(
         }
     }
     Ok(())
-}
-
-/// The naive twin: each frame with its own `write_all`.
-pub fn write_rows_naive<R: Rows + ?Sized, W: Write + ?Sized>(
-    batch: &R,
-    rows: &[u32],
-    out: &mut W,
-) -> io::Result<u64> {
-    let mut total = 0u64;
-    for &r in rows {
-        let frame = &batch.bytes()[batch.span(r as usize)];
-        out.write_all(frame)?;
-        total += frame.len() as u64;
-    }
-    Ok(total)
 }

@@ -3,28 +3,35 @@
 //! Ground stations push satellite telemetry frames; Meridian decodes them
 //! ([`decode`]), validates them ([`validate`]), removes the copies several
 //! stations delivered and orders them by (sat, seq) ([`dedup`]), and forwards
-//! them byte-identical ([`forward`]). Frames travel in [`batch::Batch`]es of
-//! struct-of-arrays columns; [`pipeline`] strings the stages together.
-//! [`reference`] is the naive model the fast pipeline is tested against, and
-//! [`gen`] makes synthetic ground-station traffic.
+//! them byte-identical ([`forward`]).
+//!
+//! # The product
+//! - [`wire`]: the frame format, every offset written once.
+//! - [`batch`]: a batch of decoded frames as struct-of-arrays columns.
+//! - [`decode`], [`validate`], [`dedup`], [`forward`]: one module per stage.
+//! - [`stage`]: the [`Stage`](stage::Stage) enum, probes, and the one driver
+//!   that runs the stages after decode in order.
+//! - [`pipeline`]: [`process_stream`] (reader to writer) and
+//!   [`BatchProcessor`], the small stable entry for embedding the stages
+//!   after decode (see its module for a runnable example).
+//! - [`net`]: the TCP service (`serve`) and its peers.
+//!
+//! # The harness
+//! [`harness`] holds what measures and tests the product and is not part of
+//! it: benchmark layouts, the naive reference model, the throughput runner,
+//! synthetic traffic, the counting allocator.
 
-#![warn(missing_docs, unreachable_pub)]
-#![deny(unsafe_op_in_unsafe_fn)]
-
-pub mod alloc_count;
 pub mod batch;
 pub mod decode;
 pub mod dedup;
 pub mod forward;
-pub mod gen;
-pub mod layout;
+pub mod harness;
 pub mod net;
 pub mod pipeline;
-pub mod reference;
-pub mod runner;
+pub mod stage;
 pub mod validate;
 pub mod wire;
 
 pub use batch::Batch;
 pub use dedup::DEFAULT_WINDOW;
-pub use pipeline::{process_stream, Config, Pipeline, Summary};
+pub use pipeline::{process_stream, BatchProcessor, Config, ProcessError, Summary};

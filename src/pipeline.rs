@@ -1,6 +1,36 @@
-//! The batch pipeline: decode -> validate -> dedup -> forward, over reusable
-//! SoA columns and scratch space. Once warm it allocates nothing per batch
-//! (the window allocates one ring the first time it sees a satellite).
+//! The pipeline: [`process_stream`] runs decode -> validate -> dedup ->
+//! forward from any reader to any writer, and [`BatchProcessor`] holds the
+//! state of the stages after decode (the validity mask, the dedup scratch
+//! and window, the chosen row ids, the counters) and runs them on one
+//! decoded batch through the one stage driver, [`crate::stage::drive`].
+//! Once warm it allocates nothing per batch (the window allocates a ring the
+//! first time it sees a satellite).
+//!
+//! # Embedding the stages after decode
+//! ```
+//! use meridian_pipeline::{Batch, BatchProcessor, Config};
+//! use meridian_pipeline::wire::encode_frame;
+//!
+//! // Two stations delivered sat 7's frame 100; sat 3's frame 5 arrived once.
+//! let mut bytes = Vec::new();
+//! for (sat, seq) in [(7u32, 100u64), (3, 5), (7, 100)] {
+//!     encode_frame(&mut bytes, sat, seq, 0, b"payload");
+//! }
+//! let mut batch = Batch::default();
+//! let mut at = 0;
+//! for (sat, seq) in [(7u32, 100u64), (3, 5), (7, 100)] {
+//!     let n = meridian_pipeline::wire::OVERHEAD + 7;
+//!     batch.push(sat, seq, 0, &bytes[at..at + n]);
+//!     at += n;
+//! }
+//! let mut stages = BatchProcessor::new(Config::default());
+//! let mut out = Vec::new();
+//! stages.process(&batch, &mut out, &mut ()).unwrap();
+//! assert_eq!(stages.row_ids(), &[1, 0]); // (3, 5) then (7, 100), one copy
+//! assert_eq!(out.len(), 2 * 31);
+//! assert_eq!(stages.stats().duplicates, 1);
+//! stages.reset_window(); // forget what was seen, keep counters and memory
+//! ```
 
 use std::io::{self, Read, Write};
 
@@ -8,21 +38,24 @@ use serde::Serialize;
 
 use crate::batch::{Batch, Rows};
 use crate::decode::{DecodeStats, Decoder, FrameReader, DEFAULT_READ_CHUNK};
-use crate::dedup::{Dedup, StalePolicy, DEFAULT_WINDOW};
+use crate::dedup::{Dedup, StalePolicy, DEFAULT_WINDOW, MAX_WINDOW};
+use crate::stage::{drive, BatchStages, Probe};
 use crate::wire::{DEFAULT_MAX_PAYLOAD, OVERHEAD};
 use crate::{forward, validate};
 
 /// Default `--batch-size`.
 pub const DEFAULT_BATCH_SIZE: usize = 1000;
+/// Largest `--batch-size`: a batch's columns and bytes are held at once.
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
 /// Default `--max-sat`.
 pub const DEFAULT_MAX_SAT: u32 = 4095;
 
 /// The pipeline's options.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
-    /// Frames per batch, at least 1.
+    /// Frames per batch, 1 to [`MAX_BATCH_SIZE`].
     pub batch_size: usize,
-    /// Dedup window per satellite, at most [`crate::dedup::window::MAX_WINDOW`].
+    /// Dedup window per satellite, at most [`MAX_WINDOW`].
     pub window: u64,
     /// Highest valid satellite id.
     pub max_sat: u32,
@@ -44,16 +77,56 @@ impl Default for Config {
     }
 }
 
-/// What the stages after decode counted.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+/// A [`Config`] the pipeline cannot run with.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// `batch_size` is 0 or above [`MAX_BATCH_SIZE`].
+    #[error("batch size {0} is not between 1 and {MAX_BATCH_SIZE}")]
+    BatchSize(usize),
+    /// `window` is above [`MAX_WINDOW`].
+    #[error("window {0} is above {MAX_WINDOW}")]
+    Window(u64),
+}
+
+impl Config {
+    /// Checks the ranges the pipeline relies on.
+    ///
+    /// # Errors
+    /// The first option out of range.
+    pub fn check(&self) -> Result<(), ConfigError> {
+        if self.batch_size == 0 || self.batch_size > MAX_BATCH_SIZE {
+            return Err(ConfigError::BatchSize(self.batch_size));
+        }
+        if self.window > MAX_WINDOW {
+            return Err(ConfigError::Window(self.window));
+        }
+        Ok(())
+    }
+}
+
+/// Why [`process_stream`] stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The options are out of range; nothing was read.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// Reading the input failed.
+    #[error("reading the input failed: {0}")]
+    Read(#[source] io::Error),
+    /// Writing the output failed.
+    #[error("writing the output failed: {0}")]
+    Write(#[source] io::Error),
+}
+
+/// What the stages after decode counted. Its fields are JSON keys of every
+/// summary that includes it: a new counter is one field.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct PipelineStats {
-    /// Batches processed.
-    pub batches: u64,
     /// Rows marked corrupt or with a sat above `max_sat`.
     pub invalid: u64,
     /// Copies dropped, in the batch or through the window.
     pub duplicates: u64,
-    /// Keys at or below the window's low edge.
+    /// Keys at or below the window's low edge (forwarded unless `--stale drop`).
     pub stale: u64,
     /// Keys below the window's high mark, first seen, forwarded.
     pub late: u64,
@@ -61,78 +134,47 @@ pub struct PipelineStats {
     pub forwarded: u64,
     /// Bytes forwarded.
     pub forwarded_bytes: u64,
+    /// Batches processed (counted by the stage driver).
+    pub batches: u64,
 }
 
-/// The summary `process` prints: decode and pipeline counters together.
+/// The summary `process` prints: decode and pipeline counters together,
+/// flattened into one JSON object.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Summary {
-    /// Bytes read from the input.
-    pub input_bytes: u64,
-    /// Bytes not inside any decoded frame.
-    pub skipped_bytes: u64,
-    /// Frames decoded.
-    pub frames_decoded: u64,
-    /// Markers with a bad version or length.
-    pub bad_header: u64,
-    /// Complete frames with a wrong CRC.
-    pub crc_errors: u64,
-    /// Frames the input ended inside.
-    pub truncated: u64,
-    /// Invalid frames.
-    pub invalid: u64,
-    /// Copies dropped.
-    pub duplicates: u64,
-    /// Stale keys (forwarded unless `--stale drop`).
-    pub stale: u64,
-    /// Late keys (forwarded).
-    pub late: u64,
-    /// Frames forwarded.
-    pub forwarded: u64,
-    /// Bytes forwarded.
-    pub forwarded_bytes: u64,
-    /// Batches processed.
-    pub batches: u64,
+    /// Decode's counters.
+    #[serde(flatten)]
+    pub decode: DecodeStats,
+    /// The later stages' counters.
+    #[serde(flatten)]
+    pub pipeline: PipelineStats,
 }
 
 impl Summary {
     /// Puts the two halves together.
-    pub fn new(d: DecodeStats, p: PipelineStats) -> Summary {
-        Summary {
-            input_bytes: d.input_bytes,
-            skipped_bytes: d.skipped_bytes,
-            frames_decoded: d.frames_decoded,
-            bad_header: d.bad_header,
-            crc_errors: d.crc_errors,
-            truncated: d.truncated,
-            invalid: p.invalid,
-            duplicates: p.duplicates,
-            stale: p.stale,
-            late: p.late,
-            forwarded: p.forwarded,
-            forwarded_bytes: p.forwarded_bytes,
-            batches: p.batches,
-        }
+    pub fn new(decode: DecodeStats, pipeline: PipelineStats) -> Summary {
+        Summary { decode, pipeline }
     }
 }
 
 /// The stages after decode, with their scratch space and window state.
 #[derive(Debug)]
-pub struct Pipeline {
+pub struct BatchProcessor {
     cfg: Config,
     mask: Vec<u64>,
     dedup: Dedup,
-    forward: Vec<u32>,
+    row_ids: Vec<u32>,
     stats: PipelineStats,
 }
 
-impl Pipeline {
-    /// A pipeline with an empty window.
-    pub fn new(cfg: Config) -> Pipeline {
-        Pipeline {
+impl BatchProcessor {
+    /// Stages with an empty window.
+    pub fn new(cfg: Config) -> BatchProcessor {
+        BatchProcessor {
             cfg,
             mask: Vec::with_capacity(validate::mask_words(cfg.batch_size)),
             dedup: Dedup::new(cfg.window, cfg.stale),
-            forward: Vec::with_capacity(cfg.batch_size),
+            row_ids: Vec::with_capacity(cfg.batch_size),
             stats: PipelineStats::default(),
         }
     }
@@ -147,79 +189,124 @@ impl Pipeline {
         self.stats
     }
 
-    /// Stage 2 on one batch: fills the validity mask.
-    #[inline(never)]
-    pub fn validate(&mut self, batch: &Batch) {
-        let valid = validate::valid_mask(batch, self.cfg.max_sat, &mut self.mask);
-        self.stats.invalid += (batch.len() - valid) as u64;
-        self.stats.batches += 1;
-    }
-
-    /// Stage 2 through the scalar rule, for any layout.
-    pub fn validate_scalar<R: Rows + ?Sized>(&mut self, rows: &R) {
-        let valid = validate::scalar::valid_mask_rows(rows, self.cfg.max_sat, &mut self.mask);
-        self.stats.invalid += (rows.rows() - valid) as u64;
-        self.stats.batches += 1;
-    }
-
     /// Forgets the dedup window (a replayed input starts afresh), keeping
     /// counters and memory.
     pub fn reset_window(&mut self) {
         self.dedup.reset();
     }
 
-    /// Stage 3 on one batch: fills the forward list from the validity mask.
-    pub fn dedup<R: Rows + ?Sized>(&mut self, batch: &R) {
-        let counts = self.dedup.run(batch, &self.mask, &mut self.forward);
-        self.stats.duplicates += counts.duplicates;
-        self.stats.stale += counts.stale;
-        self.stats.late += counts.late;
+    /// Validates, deduplicates and forwards one decoded batch of any layout
+    /// into `out`, with `probe` called around each stage (`&mut ()` for none).
+    ///
+    /// # Errors
+    /// When writing to `out` fails; the counters then do not include the
+    /// batch's forwarded frames.
+    pub fn process<R, W, P>(&mut self, rows: &R, out: &mut W, probe: &mut P) -> io::Result<()>
+    where
+        R: Rows + ?Sized,
+        W: Write + ?Sized,
+        P: Probe + ?Sized,
+    {
+        drive(
+            &mut Bound {
+                stages: self,
+                rows,
+                out,
+            },
+            probe,
+        )
     }
 
-    /// Stage 4 on one batch: writes the forward list's frames to `out`.
-    pub fn forward<R: Rows + ?Sized, W: Write + ?Sized>(
-        &mut self,
-        batch: &R,
-        out: &mut W,
-    ) -> io::Result<()> {
-        let bytes = forward::write_rows(batch, &self.forward, out)?;
-        self.stats.forwarded += self.forward.len() as u64;
-        self.stats.forwarded_bytes += bytes;
+    /// The rows the last [`BatchProcessor::process`] forwarded, in order.
+    pub fn row_ids(&self) -> &[u32] {
+        &self.row_ids
+    }
+}
+
+/// A [`BatchProcessor`] bound to one batch and its output.
+struct Bound<'a, R: ?Sized, W: ?Sized> {
+    stages: &'a mut BatchProcessor,
+    rows: &'a R,
+    out: &'a mut W,
+}
+
+impl<R: Rows + ?Sized, W: Write + ?Sized> BatchStages for Bound<'_, R, W> {
+    #[inline]
+    fn count_batch(&mut self) {
+        self.stages.stats.batches += 1;
+    }
+
+    #[inline(never)]
+    fn validate(&mut self) {
+        let s = &mut *self.stages;
+        let valid = validate::valid_mask(self.rows, s.cfg.max_sat, &mut s.mask);
+        s.stats.invalid += (self.rows.row_count() - valid) as u64;
+    }
+
+    #[inline(never)]
+    fn dedup(&mut self) {
+        let s = &mut *self.stages;
+        let counts = s.dedup.run(self.rows, &s.mask, &mut s.row_ids);
+        s.stats.duplicates += counts.duplicates;
+        s.stats.stale += counts.stale;
+        s.stats.late += counts.late;
+    }
+
+    #[inline(never)]
+    fn forward(&mut self) -> io::Result<()> {
+        let s = &mut *self.stages;
+        let bytes = forward::write_rows(self.rows, &s.row_ids, self.out)?;
+        s.stats.forwarded += s.row_ids.len() as u64;
+        s.stats.forwarded_bytes += bytes;
         Ok(())
-    }
-
-    /// The rows the last [`Pipeline::dedup`] chose, in forwarding order.
-    pub fn forward_rows(&self) -> &[u32] {
-        &self.forward
-    }
-
-    /// Validate, dedup and forward one decoded batch.
-    pub fn process_batch<W: Write + ?Sized>(
-        &mut self,
-        batch: &Batch,
-        out: &mut W,
-    ) -> io::Result<()> {
-        self.validate(batch);
-        self.dedup(batch);
-        self.forward(batch, out)
     }
 }
 
 /// Runs the whole pipeline from `input` to `out` and returns the summary.
 /// `out` is flushed at the end.
+///
+/// # Errors
+/// A [`ConfigError`] before anything is read, or the first read or write
+/// error; what was forwarded before it stays written.
 pub fn process_stream<R: Read, W: Write>(
     input: R,
     out: &mut W,
     cfg: Config,
-) -> io::Result<Summary> {
-    assert!(cfg.batch_size > 0, "batch size must be at least 1");
+) -> Result<Summary, ProcessError> {
+    process_stream_until(input, out, cfg, &|| false).map(|(s, _)| s)
+}
+
+/// [`process_stream`] that also stops between batches once `stop` returns
+/// true. Returns the summary and whether it stopped early; the output then
+/// holds whole batches only.
+///
+/// # Errors
+/// As [`process_stream`].
+pub fn process_stream_until<R: Read, W: Write>(
+    input: R,
+    out: &mut W,
+    cfg: Config,
+    stop: &dyn Fn() -> bool,
+) -> Result<(Summary, bool), ProcessError> {
+    cfg.check()?;
     let decoder = Decoder::new(cfg.max_payload);
     let mut reader = FrameReader::new(input, decoder, DEFAULT_READ_CHUNK);
-    let mut pipeline = Pipeline::new(cfg);
+    let mut stages = BatchProcessor::new(cfg);
     let mut batch = Batch::with_capacity(cfg.batch_size, OVERHEAD + 64);
-    while reader.fill(&mut batch, cfg.batch_size)? > 0 {
-        pipeline.process_batch(&batch, out)?;
+    let mut stopped = false;
+    while reader
+        .fill(&mut batch, cfg.batch_size)
+        .map_err(ProcessError::Read)?
+        > 0
+    {
+        stages
+            .process(&batch, out, &mut ())
+            .map_err(ProcessError::Write)?;
+        if stop() {
+            stopped = true;
+            break;
+        }
     }
-    out.flush()?;
-    Ok(Summary::new(reader.stats(), pipeline.stats()))
+    out.flush().map_err(ProcessError::Write)?;
+    Ok((Summary::new(reader.stats(), stages.stats()), stopped))
 }

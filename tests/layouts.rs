@@ -4,9 +4,10 @@
 
 mod common;
 
-use meridian_pipeline::gen::{capture, GenConfig};
-use meridian_pipeline::layout::{run_all, Layout};
-use meridian_pipeline::{reference, Config};
+use meridian_pipeline::harness::gen::{capture, GenConfig};
+use meridian_pipeline::harness::layout::{run_all, Layout};
+use meridian_pipeline::harness::reference;
+use meridian_pipeline::Config;
 use proptest::prelude::*;
 
 fn check_layouts_agree(data: &[u8], cfg: Config) -> Result<(), TestCaseError> {
@@ -68,7 +69,12 @@ fn replaying_after_a_window_reset_forwards_the_same_again() {
         let b = run_all(engine.as_mut(), &data, 1000, &mut second).unwrap();
         assert!(!first.is_empty());
         assert!(first == second, "{}", layout.name());
-        assert_eq!(b.forwarded, 2 * a.forwarded, "{}", layout.name());
+        assert_eq!(
+            b.pipeline.forwarded,
+            2 * a.pipeline.forwarded,
+            "{}",
+            layout.name()
+        );
     }
 }
 

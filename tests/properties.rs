@@ -8,8 +8,9 @@ use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
 use meridian_pipeline::dedup::{Dedup, DedupCounts, StalePolicy};
+use meridian_pipeline::harness::reference;
 use meridian_pipeline::validate::{scalar, set_bits, simd};
-use meridian_pipeline::{process_stream, reference, Config};
+use meridian_pipeline::{process_stream, Config};
 use proptest::prelude::*;
 
 /// Decodes `data` through a FrameReader with the given read sizes and batch
@@ -74,8 +75,8 @@ proptest! {
         let got = process_stream(Chunked::new(&data, sizes), &mut out, cfg).unwrap();
         prop_assert_eq!(&out, &want);
         prop_assert_eq!(got, want_summary);
-        let dropped_stale = if cfg.stale == StalePolicy::Drop { got.stale } else { 0 };
-        prop_assert_eq!(got.frames_decoded, got.invalid + got.duplicates + got.forwarded + dropped_stale);
+        let dropped_stale = if cfg.stale == StalePolicy::Drop { got.pipeline.stale } else { 0 };
+        prop_assert_eq!(got.decode.frames_decoded, got.pipeline.invalid + got.pipeline.duplicates + got.pipeline.forwarded + dropped_stale);
     }
 
     /// SIMD validation agrees with the scalar rule at every length around the
@@ -202,7 +203,14 @@ fn first_copy_wins_even_when_bytes_differ() {
     let mut want = Vec::new();
     encode_frame(&mut want, 1, 10, 0, b"first");
     assert_eq!(out, want);
-    assert_eq!((s.invalid, s.duplicates, s.forwarded), (1, 1, 1));
+    assert_eq!(
+        (
+            s.pipeline.invalid,
+            s.pipeline.duplicates,
+            s.pipeline.forwarded
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[test]
@@ -216,5 +224,12 @@ fn invalid_copy_does_not_suppress_a_valid_one() {
     let mut want = Vec::new();
     encode_frame(&mut want, 1, 10, 0, b"good");
     assert_eq!(out, want);
-    assert_eq!((s.invalid, s.duplicates, s.forwarded), (1, 0, 1));
+    assert_eq!(
+        (
+            s.pipeline.invalid,
+            s.pipeline.duplicates,
+            s.pipeline.forwarded
+        ),
+        (1, 0, 1)
+    );
 }

@@ -4,9 +4,9 @@
 
 use std::process::Command;
 
-use meridian_pipeline::gen::{capture, GenConfig};
-use meridian_pipeline::layout::Layout;
-use meridian_pipeline::runner::{run, Limit, Progress, RunOptions};
+use meridian_pipeline::harness::gen::{capture, GenConfig};
+use meridian_pipeline::harness::layout::Layout;
+use meridian_pipeline::harness::runner::{run, Limit, Progress, RunOptions};
 use meridian_pipeline::Config;
 
 fn opts(layout: Layout, threads: usize, batch_size: usize, frames: u64) -> RunOptions {

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::Decoder;
-use meridian_pipeline::gen::{station_streams, GenConfig};
+use meridian_pipeline::harness::gen::{station_streams, GenConfig};
 use meridian_pipeline::wire::encode_frame;
 use serde_json::Value;
 

@@ -1,5 +1,5 @@
-//! The golden cases of ../shared/vectors (copied into tests/vectors): each
-//! command's forwarded bytes and summary must match exactly.
+//! The golden cases in tests/vectors (cases.json names each command, its
+//! input and the expected forwarded bytes and summary): each must match exactly.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

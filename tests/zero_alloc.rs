@@ -2,18 +2,36 @@
 //! sequentially and in the pipelined `--threads 2` mode. Its own test binary,
 //! because it installs the counting allocator as the global allocator.
 
-use meridian_pipeline::alloc_count::{thread_count, CountingAlloc};
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::Decoder;
-use meridian_pipeline::gen::{capture, GenConfig};
-use meridian_pipeline::layout::Layout;
-use meridian_pipeline::runner::{run, Limit, Progress, RunOptions};
-use meridian_pipeline::{Config, Pipeline};
+use meridian_pipeline::harness::alloc_count::{thread_count, AllocCount, CountingAlloc};
+use meridian_pipeline::harness::gen::{capture, GenConfig};
+use meridian_pipeline::harness::layout::Layout;
+use meridian_pipeline::harness::runner::{run, Limit, Progress, RunOptions};
+use meridian_pipeline::stage::{Probe, Stage};
+use meridian_pipeline::{BatchProcessor, Config};
 
 #[global_allocator]
 static ALLOC: CountingAlloc = CountingAlloc;
 
 const WARMUP: usize = 8;
+
+/// A probe that records this thread's allocations inside each stage.
+#[derive(Default)]
+struct AllocProbe {
+    at: AllocCount,
+    made: Vec<(Stage, AllocCount)>,
+}
+
+impl Probe for AllocProbe {
+    fn before(&mut self, _: Stage) {
+        self.at = thread_count();
+    }
+    fn after(&mut self, stage: Stage) {
+        let made = thread_count().since(self.at);
+        self.made.push((stage, made));
+    }
+}
 
 #[test]
 fn soa_stages_allocate_nothing_after_warm_up() {
@@ -24,14 +42,16 @@ fn soa_stages_allocate_nothing_after_warm_up() {
     let cfg = Config::default();
     let mut decoder = Decoder::new(cfg.max_payload);
     let mut batch = Batch::default();
-    let mut pipeline = Pipeline::new(cfg);
-    let mut sink = Vec::new();
+    let mut stages = BatchProcessor::new(cfg);
+    let mut out = Vec::new();
+    let mut probe = AllocProbe::default();
+    probe.made.reserve(64);
     let mut checked = 0;
     // Three passes over the input, the window reset between them, as `run` replays.
     for pass in 0..3 {
         if pass > 0 {
             let before = thread_count();
-            pipeline.reset_window();
+            stages.reset_window();
             assert_eq!(
                 thread_count().since(before).allocs,
                 0,
@@ -42,36 +62,32 @@ fn soa_stages_allocate_nothing_after_warm_up() {
         let mut n = 0;
         while pos < data.len() {
             let steady = pass > 0 || n >= WARMUP;
-            let stage = |name: &str, f: &mut dyn FnMut()| {
-                let before = thread_count();
-                f();
-                let made = thread_count().since(before);
-                if steady {
+            probe.made.clear();
+            probe.before(Stage::Decode);
+            batch.clear();
+            pos += decoder.decode(&data[pos..], true, &mut batch, cfg.batch_size);
+            probe.after(Stage::Decode);
+            out.clear();
+            stages.process(&batch, &mut out, &mut probe).unwrap();
+            let seen: Vec<Stage> = probe.made.iter().map(|&(s, _)| s).collect();
+            assert_eq!(seen, Stage::ALL, "the driver skipped or reordered a stage");
+            if steady {
+                for &(stage, made) in &probe.made {
                     assert_eq!(
-                        made.allocs, 0,
-                        "{name} allocated {} bytes in batch {n} of pass {pass}",
+                        made.allocs,
+                        0,
+                        "{} allocated {} bytes in batch {n} of pass {pass}",
+                        stage.name(),
                         made.bytes
                     );
                 }
-            };
-            stage("decode", &mut || {
-                batch.clear();
-                pos += decoder.decode(&data[pos..], true, &mut batch, cfg.batch_size);
-            });
-            stage("validate", &mut || pipeline.validate(&batch));
-            stage("dedup", &mut || pipeline.dedup(&batch));
-            stage("forward", &mut || {
-                sink.clear();
-                pipeline.forward(&batch, &mut sink).unwrap();
-            });
-            if steady {
                 checked += 1;
             }
             n += 1;
         }
     }
     assert!(checked >= 100, "only {checked} batches checked");
-    assert!(pipeline.stats().forwarded > 0);
+    assert!(stages.stats().forwarded > 0);
 }
 
 #[test]
@@ -92,15 +108,13 @@ fn runner_reports_zero_allocations_per_stage_sequential_and_pipelined() {
         let r = run(&data, &opts).unwrap();
         assert_eq!(r.frames, 100_000);
         assert!(r.passes >= 5, "{} passes", r.passes);
-        for (name, s) in [
-            ("decode", r.stages.decode),
-            ("validate", r.stages.validate),
-            ("dedup", r.stages.dedup),
-            ("forward", r.stages.forward),
-        ] {
+        for stage in Stage::ALL {
+            let s = r.stages[stage];
             assert_eq!(
-                s.allocs_per_batch, 0.0,
-                "{name} with {threads} threads: {s:?}"
+                s.allocs_per_batch,
+                0.0,
+                "{} with {threads} threads: {s:?}",
+                stage.name()
             );
         }
     }
@@ -115,13 +129,13 @@ fn runner_reports_zero_allocations_per_stage_sequential_and_pipelined() {
     };
     let r = run(&data, &opts).unwrap();
     assert!(
-        r.stages.decode.allocs_per_batch >= 1000.0,
+        r.stages[Stage::Decode].allocs_per_batch >= 1000.0,
         "{:?}",
-        r.stages.decode
+        r.stages[Stage::Decode]
     );
     assert!(
-        r.stages.dedup.allocs_per_batch > 0.0,
+        r.stages[Stage::Dedup].allocs_per_batch > 0.0,
         "{:?}",
-        r.stages.dedup
+        r.stages[Stage::Dedup]
     );
 }

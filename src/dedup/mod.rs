@@ -18,6 +18,21 @@ use crate::batch::Rows;
 pub use sort_unique::SortUnique;
 pub use window::{StalePolicy, Window, DEFAULT_WINDOW, MAX_WINDOW};
 
+impl clap::ValueEnum for StalePolicy {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[StalePolicy::Forward, StalePolicy::Drop]
+    }
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        Some(match self {
+            StalePolicy::Forward => clap::builder::PossibleValue::new("forward")
+                .help("count stale frames and forward them"),
+            StalePolicy::Drop => {
+                clap::builder::PossibleValue::new("drop").help("count stale frames and drop them")
+            }
+        })
+    }
+}
+
 /// What dedup counted in one batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DedupCounts {

@@ -84,7 +84,7 @@ impl SortUnique {
         survivors: &mut Vec<u32>,
     ) -> u64 {
         assert!(
-            rows.rows() <= u32::MAX as usize,
+            rows.row_count() <= u32::MAX as usize,
             "a batch holds fewer than 2^32 rows"
         );
         survivors.clear();

@@ -7,7 +7,7 @@ use std::net::TcpStream;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::gen::{station_streams, GenConfig};
+use crate::harness::gen::{station_streams, GenConfig};
 
 /// Frames written per `write_all` when not paced.
 const BURST: usize = 64;

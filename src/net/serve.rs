@@ -22,7 +22,7 @@ use super::downstream::{Downstream, DownstreamStats};
 use super::Shutdown;
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder};
-use crate::pipeline::{Config, Pipeline, Summary};
+use crate::pipeline::{BatchProcessor, Config, Summary};
 
 /// Frames a station thread decodes before handing them over.
 const CHUNK_FRAMES: usize = 256;
@@ -64,18 +64,9 @@ pub struct ServeConfig {
 pub struct StationStats {
     /// Peer address.
     pub peer: String,
-    /// Bytes read.
-    pub input_bytes: u64,
-    /// Frames decoded.
-    pub frames_decoded: u64,
-    /// Bytes outside frames.
-    pub skipped_bytes: u64,
-    /// Bad headers.
-    pub bad_header: u64,
-    /// CRC errors.
-    pub crc_errors: u64,
-    /// Frames cut off by the connection's end.
-    pub truncated: u64,
+    /// What its decoder counted.
+    #[serde(flatten)]
+    pub decode: DecodeStats,
 }
 
 /// Read-to-forward latency percentiles, in microseconds.
@@ -105,6 +96,8 @@ pub struct ServeSummary {
     pub resent_frames: u64,
     /// Downstream reconnects.
     pub downstream_reconnects: u64,
+    /// Failed attempts to connect to the downstream.
+    pub connect_failures: u64,
     /// Frames that could not be delivered before exit (downstream gone at shutdown).
     pub unsent_frames: u64,
     /// Read-to-forward latency.
@@ -162,6 +155,7 @@ pub fn serve(
         connections_rejected: rejected,
         resent_frames: d.resent_frames,
         downstream_reconnects: d.reconnects,
+        connect_failures: d.connect_failures,
         unsent_frames: unsent,
         latency_us: latency,
         stations,
@@ -256,7 +250,7 @@ struct Forwarder<'a> {
     cfg: &'a ServeConfig,
     stop: &'a Shutdown,
     downstream: &'a mut Downstream,
-    pipeline: Pipeline,
+    stages: BatchProcessor,
     batch: Batch,
     /// When each row's bytes were read.
     read_at: Vec<Instant>,
@@ -286,18 +280,16 @@ impl Forwarder<'_> {
         if self.batch.is_empty() {
             return Ok(());
         }
-        self.pipeline.validate(&self.batch);
-        self.pipeline.dedup(&self.batch);
         self.out.clear();
-        self.pipeline.forward(&self.batch, &mut self.out)?;
-        let frames = self.pipeline.forward_rows().len() as u64;
+        self.stages.process(&self.batch, &mut self.out, &mut ())?;
+        let frames = self.stages.row_ids().len() as u64;
         match self
             .downstream
             .send(&self.out, frames, self.stop, self.cfg.grace)
         {
             Ok(()) => {
                 let now = Instant::now();
-                for &r in self.pipeline.forward_rows() {
+                for &r in self.stages.row_ids() {
                     let us = now.duration_since(self.read_at[r as usize]).as_micros() as u64;
                     self.hist.saturating_record(us.max(1));
                 }
@@ -325,7 +317,7 @@ fn pipeline_loop(
         cfg,
         stop,
         downstream,
-        pipeline: Pipeline::new(pc),
+        stages: BatchProcessor::new(pc),
         batch: Batch::with_capacity(pc.batch_size, 64),
         read_at: Vec::with_capacity(pc.batch_size),
         first_at: None,
@@ -361,12 +353,7 @@ fn pipeline_loop(
                 }
                 stations[station] = StationStats {
                     peer: peer.to_string(),
-                    input_bytes: stats.input_bytes,
-                    frames_decoded: stats.frames_decoded,
-                    skipped_bytes: stats.skipped_bytes,
-                    bad_header: stats.bad_header,
-                    crc_errors: stats.crc_errors,
-                    truncated: stats.truncated,
+                    decode: stats,
                 };
             }
             Err(RecvTimeoutError::Timeout) => {
@@ -379,7 +366,7 @@ fn pipeline_loop(
         if let Some(every) = cfg.stats_interval {
             if last_stats.elapsed() >= every {
                 last_stats = Instant::now();
-                let s = f.pipeline.stats();
+                let s = f.stages.stats();
                 eprintln!(
                     "serve: {} forwarded, {} duplicates, {} invalid, {} batches, p99 {} us",
                     s.forwarded,
@@ -399,7 +386,7 @@ fn pipeline_loop(
         frames: f.hist.len(),
     };
     Ok((
-        Summary::new(decode, f.pipeline.stats()),
+        Summary::new(decode, f.stages.stats()),
         stations,
         latency,
         f.unsent,

@@ -8,13 +8,15 @@
 //!
 //! `simd` is the fast path (`wide` masks, 64 rows per step); `scalar` is its
 //! naive twin, one row at a time. [`valid_mask`] is the one place that
-//! chooses, and it always takes `simd`: `wide` has already chosen AVX2 or SSE2
-//! when the crate was compiled (see README, "CPU level").
+//! chooses: `simd` when the layout exposes its `sat` and `flags` columns
+//! ([`Rows::columns`]), `scalar` otherwise (an array of structs has no
+//! columns to load). `wide` has already chosen AVX2 or SSE2 when the crate
+//! was compiled (see README, "CPU level").
 
 pub mod scalar;
 pub mod simd;
 
-use crate::batch::Batch;
+use crate::batch::Rows;
 
 /// Words needed for a mask of `rows` rows.
 #[inline]
@@ -22,11 +24,14 @@ pub fn mask_words(rows: usize) -> usize {
     rows.div_ceil(64)
 }
 
-/// Writes the validity mask of `batch` into `mask` (resized, capacity kept)
+/// Writes the validity mask of `rows` into `mask` (resized, capacity kept)
 /// and returns the number of valid rows.
-#[inline(never)]
-pub fn valid_mask(batch: &Batch, max_sat: u32, mask: &mut Vec<u64>) -> usize {
-    simd::valid_mask(&batch.sat, &batch.flags, max_sat, mask)
+#[inline]
+pub fn valid_mask<R: Rows + ?Sized>(rows: &R, max_sat: u32, mask: &mut Vec<u64>) -> usize {
+    match rows.columns() {
+        Some((sat, flags)) => simd::valid_mask(sat, flags, max_sat, mask),
+        None => scalar::valid_mask_rows(rows, max_sat, mask),
+    }
 }
 
 /// Iterates the indices of the set bits of `mask`, in ascending order.

@@ -28,9 +28,9 @@ pub fn valid_mask(sat: &[u32], flags: &[u8], max_sat: u32, mask: &mut Vec<u64>) 
 /// [`valid_mask`] over any row layout.
 pub fn valid_mask_rows<R: Rows + ?Sized>(rows: &R, max_sat: u32, mask: &mut Vec<u64>) -> usize {
     mask.clear();
-    mask.resize(super::mask_words(rows.rows()), 0);
+    mask.resize(super::mask_words(rows.row_count()), 0);
     let mut valid = 0;
-    for i in 0..rows.rows() {
+    for i in 0..rows.row_count() {
         if is_valid(rows.sat(i), rows.flags(i), max_sat) {
             mask[i / 64] |= 1 << (i % 64);
             valid += 1;

@@ -25,11 +25,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::alloc_count::{thread_count, AllocCount};
+use super::alloc_count::{thread_count, AllocCount};
+use super::layout::Layout;
 use crate::batch::Batch;
 use crate::decode::Decoder;
-use crate::layout::Layout;
-use crate::pipeline::{Config, Pipeline, Summary};
+use crate::pipeline::{BatchProcessor, Config, Summary};
+use crate::stage::{PerStage, Probe, Stage};
 use crate::wire::OVERHEAD;
 
 /// Batches at the start of a run left out of the allocation figures: the
@@ -85,19 +86,6 @@ pub struct StageReport {
     pub alloc_bytes_per_batch: f64,
 }
 
-/// The four stages, in pipeline order.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Serialize)]
-pub struct Stages {
-    /// Stage 1.
-    pub decode: StageReport,
-    /// Stage 2.
-    pub validate: StageReport,
-    /// Stage 3.
-    pub dedup: StageReport,
-    /// Stage 4.
-    pub forward: StageReport,
-}
-
 /// What a run measured.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -125,8 +113,8 @@ pub struct RunReport {
     pub passes: u64,
     /// Batches left out of the allocation figures.
     pub warmup_batches: u64,
-    /// Per stage.
-    pub stages: Stages,
+    /// Per stage, keyed by stage name.
+    pub stages: PerStage<StageReport>,
     /// The pipeline's counters over the whole run.
     pub summary: Summary,
     /// CRC-32 of everything forwarded, when asked for.
@@ -140,9 +128,56 @@ struct StageTotals {
     allocs: AllocCount,
 }
 
+/// The probe that times each stage and counts its allocations on this
+/// thread: two clock reads and two counter reads per stage per batch.
+#[derive(Debug)]
+struct StageClock {
+    totals: PerStage<StageTotals>,
+    t0: Instant,
+    a0: AllocCount,
+    /// False during warm-up: time counts, allocations do not.
+    count_allocs: bool,
+}
+
+impl StageClock {
+    fn new() -> StageClock {
+        StageClock {
+            totals: PerStage::default(),
+            t0: Instant::now(),
+            a0: AllocCount::default(),
+            count_allocs: false,
+        }
+    }
+
+    fn merge(&mut self, other: &StageClock) {
+        for s in Stage::ALL {
+            self.totals[s].nanos += other.totals[s].nanos;
+            self.totals[s].allocs.add(other.totals[s].allocs);
+        }
+    }
+}
+
+impl Probe for StageClock {
+    #[inline]
+    fn before(&mut self, _: Stage) {
+        self.a0 = thread_count();
+        self.t0 = Instant::now();
+    }
+    #[inline]
+    fn after(&mut self, stage: Stage) {
+        let nanos = self.t0.elapsed().as_nanos();
+        let allocs = thread_count().since(self.a0);
+        let t = &mut self.totals[stage];
+        t.nanos += nanos;
+        if self.count_allocs {
+            t.allocs.add(allocs);
+        }
+    }
+}
+
 /// Accumulates per-stage figures and drives the progress display.
 struct Meter {
-    stages: [StageTotals; 4],
+    clock: StageClock,
     frames: u64,
     batches: u64,
     start: Instant,
@@ -183,7 +218,7 @@ impl Meter {
             Progress::Auto => Some(Display::Lines(start, 0)),
         };
         Meter {
-            stages: [StageTotals::default(); 4],
+            clock: StageClock::new(),
             frames: 0,
             batches: 0,
             start,
@@ -208,19 +243,13 @@ impl Meter {
         }
     }
 
-    fn stage(&mut self, i: usize, nanos: u128, allocs: AllocCount) {
-        self.stages[i].nanos += nanos;
-        if self.batches >= WARMUP_BATCHES {
-            self.stages[i].allocs.add(allocs);
-        }
-    }
-
     fn batch_done(&mut self, rows: usize, forwarded: &[u8]) {
         if let Some(h) = &mut self.digest {
             h.update(forwarded);
         }
         self.frames += rows as u64;
         self.batches += 1;
+        self.clock.count_allocs = self.batches >= WARMUP_BATCHES;
         let now = Instant::now();
         let (frames, start, limit) = (self.frames, self.start, self.limit);
         let eta = |rate: f64| match limit {
@@ -261,7 +290,8 @@ impl Meter {
         if let Some(Display::Bar(bar, ..)) = &self.progress {
             bar.finish_and_clear();
         }
-        let total_nanos: u128 = self.stages.iter().map(|s| s.nanos).sum::<u128>().max(1);
+        let totals = &self.clock.totals;
+        let total_nanos: u128 = totals.0.iter().map(|s| s.nanos).sum::<u128>().max(1);
         let counted = self.batches.saturating_sub(WARMUP_BATCHES).max(1) as f64;
         let report = |s: &StageTotals| StageReport {
             ns_per_frame: s.nanos as f64 / self.frames.max(1) as f64,
@@ -274,70 +304,82 @@ impl Meter {
             batch_size: opts.cfg.batch_size,
             threads: opts.threads,
             frames: self.frames,
-            forwarded: summary.forwarded,
+            forwarded: summary.pipeline.forwarded,
             elapsed_s: elapsed,
             frames_per_s: self.frames as f64 / elapsed,
-            bytes_per_s: summary.input_bytes as f64 / elapsed,
-            wire_bytes: summary.input_bytes,
+            bytes_per_s: summary.decode.input_bytes as f64 / elapsed,
+            wire_bytes: summary.decode.input_bytes,
             batches: self.batches,
             passes,
             warmup_batches: WARMUP_BATCHES.min(self.batches),
-            stages: Stages {
-                decode: report(&self.stages[0]),
-                validate: report(&self.stages[1]),
-                dedup: report(&self.stages[2]),
-                forward: report(&self.stages[3]),
-            },
+            stages: PerStage(Stage::ALL.map(|s| report(&totals[s]))),
             summary,
             forwarded_crc32: self.digest.map(crc32fast::Hasher::finalize),
         }
     }
 }
 
-/// Times one stage: (nanoseconds, this thread's allocations, result).
-#[inline]
-fn timed<T>(f: impl FnOnce() -> T) -> (u128, AllocCount, T) {
-    let a0 = thread_count();
-    let t0 = Instant::now();
-    let out = f();
-    let nanos = t0.elapsed().as_nanos();
-    (nanos, thread_count().since(a0), out)
+/// Why a run could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The options are out of range.
+    #[error(transparent)]
+    Config(#[from] crate::pipeline::ConfigError),
+    /// More than one thread asked of a layout other than soa.
+    #[error("--threads above 1 is only for --layout soa")]
+    ThreadsNeedSoa,
+    /// The decoder finds no frame in the input (with the limit that rejected them).
+    #[error("the workload holds no frame the decoder accepts (--max-payload is {max_payload}: is the workload's payload longer?)")]
+    NoFrame {
+        /// The decoder's `max_payload`.
+        max_payload: u16,
+    },
+    /// The thread pool could not start.
+    #[error("cannot start {threads} threads: {message}")]
+    Threads {
+        /// Threads asked for.
+        threads: usize,
+        /// Rayon's reason.
+        message: String,
+    },
+    /// The in-memory sink failed (it cannot; kept for the `Write` contract).
+    #[error("forwarding failed: {0}")]
+    Io(#[from] io::Error),
 }
 
 /// Runs `data` (a whole capture) through the chosen layout until the limit.
 ///
 /// # Errors
-/// When more than one thread is asked of a layout other than soa, or the
-/// input holds no frame at all.
-pub fn run(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
+/// See [`RunError`].
+pub fn run(data: &[u8], opts: &RunOptions) -> Result<RunReport, RunError> {
+    opts.cfg.check()?;
     if opts.threads > 1 && opts.layout != Layout::Soa {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "--threads above 1 is only for --layout soa",
-        ));
+        return Err(RunError::ThreadsNeedSoa);
     }
-    let mut probe = Batch::default();
-    Decoder::new(opts.cfg.max_payload).decode(data, true, &mut probe, 1);
-    if probe.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "the workload holds no frame",
-        ));
+    let mut first = Batch::default();
+    Decoder::new(opts.cfg.max_payload).decode(data, true, &mut first, 1);
+    if first.is_empty() {
+        return Err(RunError::NoFrame {
+            max_payload: opts.cfg.max_payload,
+        });
     }
     if opts.threads > 1 {
         let pool = rayon::ThreadPoolBuilder::new()
             .num_threads(opts.threads)
             .build()
-            .map_err(|e| io::Error::other(format!("cannot start {} threads: {e}", opts.threads)))?;
-        pool.install(|| run_pipelined(data, opts))
+            .map_err(|e| RunError::Threads {
+                threads: opts.threads,
+                message: e.to_string(),
+            })?;
+        Ok(pool.install(|| run_pipelined(data, opts))?)
     } else {
-        run_sequential(data, opts)
+        Ok(run_sequential(data, opts)?)
     }
 }
 
 fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     let mut engine = opts.layout.engine(opts.cfg);
-    let mut sink = Vec::new();
+    let mut out = Vec::new();
     let mut meter = Meter::new(opts);
     let (mut pos, mut passes) = (0usize, 1u64);
     while !meter.done() {
@@ -347,25 +389,17 @@ fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
             passes += 1;
         }
         let limit = meter.next_limit(opts.cfg.batch_size);
-        let (ns, allocs, used) = timed(|| engine.decode(&data[pos..], limit));
-        pos += used;
-        meter.stage(0, ns, allocs);
-        let rows = engine.rows();
+        meter.clock.before(Stage::Decode);
+        pos += engine.decode(&data[pos..], limit);
+        meter.clock.after(Stage::Decode);
+        let rows = engine.row_count();
         if rows == 0 {
             pos = data.len();
             continue;
         }
-        let (ns, allocs, ()) = timed(|| engine.validate());
-        meter.stage(1, ns, allocs);
-        let (ns, allocs, ()) = timed(|| engine.dedup());
-        meter.stage(2, ns, allocs);
-        let (ns, allocs, res) = timed(|| {
-            sink.clear();
-            engine.forward(&mut sink)
-        });
-        res?;
-        meter.stage(3, ns, allocs);
-        meter.batch_done(rows, &sink);
+        out.clear();
+        engine.process(&mut out, &mut meter.clock)?;
+        meter.batch_done(rows, &out);
     }
     Ok(meter.finish(opts, engine.summary(), passes))
 }
@@ -380,8 +414,8 @@ struct Slot {
 fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     let cfg = opts.cfg;
     let mut decoder = Decoder::new(cfg.max_payload);
-    let mut pipeline = Pipeline::new(cfg);
-    let mut sink = Vec::new();
+    let mut stages = BatchProcessor::new(cfg);
+    let mut out = Vec::new();
     let mut meter = Meter::new(opts);
     let new_slot = || Slot {
         batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
@@ -423,39 +457,40 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     };
 
     let limit = next_limit(queued, meter.start);
-    let (ns, allocs, ()) =
-        timed(|| decode_into(&mut cur, &mut pos, &mut passes, limit, &mut decoder));
-    meter.stage(0, ns, allocs);
+    meter.clock.before(Stage::Decode);
+    decode_into(&mut cur, &mut pos, &mut passes, limit, &mut decoder);
+    meter.clock.after(Stage::Decode);
     queued += cur.batch.len() as u64;
     while !cur.batch.is_empty() {
         let limit = next_limit(queued, meter.start);
-        let ((dec_ns, dec_allocs, ()), (stages, res)) = rayon::join(
-            || timed(|| decode_into(&mut next, &mut pos, &mut passes, limit, &mut decoder)),
+        // Each side times itself on its own thread with its own clock.
+        let count_allocs = meter.clock.count_allocs;
+        let (dec_clock, (stage_clock, res)) = rayon::join(
             || {
+                let mut clock = StageClock::new();
+                clock.count_allocs = count_allocs;
+                clock.before(Stage::Decode);
+                decode_into(&mut next, &mut pos, &mut passes, limit, &mut decoder);
+                clock.after(Stage::Decode);
+                clock
+            },
+            || {
+                let mut clock = StageClock::new();
+                clock.count_allocs = count_allocs;
                 if cur.new_pass {
-                    pipeline.reset_window();
+                    stages.reset_window();
                 }
-                let v = timed(|| pipeline.validate(&cur.batch));
-                let d = timed(|| pipeline.dedup(&cur.batch));
-                let f = timed(|| {
-                    sink.clear();
-                    pipeline.forward(&cur.batch, &mut sink)
-                });
-                ([(v.0, v.1), (d.0, d.1), (f.0, f.1)], f.2)
+                out.clear();
+                let res = stages.process(&cur.batch, &mut out, &mut clock);
+                (clock, res)
             },
         );
         res?;
-        for (i, (ns, allocs)) in stages.into_iter().enumerate() {
-            meter.stage(i + 1, ns, allocs);
-        }
-        meter.batch_done(cur.batch.len(), &sink);
-        meter.stage(0, dec_ns, dec_allocs);
+        meter.clock.merge(&stage_clock);
+        meter.batch_done(cur.batch.len(), &out);
+        meter.clock.merge(&dec_clock);
         queued += next.batch.len() as u64;
         std::mem::swap(&mut cur, &mut next);
     }
-    Ok(meter.finish(
-        opts,
-        Summary::new(decoder.stats(), pipeline.stats()),
-        passes,
-    ))
+    Ok(meter.finish(opts, Summary::new(decoder.stats(), stages.stats()), passes))
 }

@@ -1,14 +1,15 @@
 //! The same algorithms as [`super::soa`] over an array of per-frame structs.
-//! Validation is the scalar rule (no SIMD over structs); decode, dedup,
+//! Validation takes the scalar rule (no columns to load as SIMD lanes); decode, dedup,
 //! window and forward are the very same generic code.
 
 use std::io;
 use std::ops::Range;
 
 use super::Engine;
-use crate::batch::{FrameSink, Rows};
+use crate::batch::{DecodeTarget, Rows};
 use crate::decode::Decoder;
-use crate::pipeline::{Config, Pipeline, Summary};
+use crate::pipeline::{BatchProcessor, Config, Summary};
+use crate::stage::Probe;
 use crate::wire::OVERHEAD;
 
 /// One decoded frame's fields, side by side.
@@ -37,7 +38,7 @@ pub struct AosBatch {
 
 impl Rows for AosBatch {
     #[inline]
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.recs.len()
     }
     #[inline]
@@ -63,9 +64,9 @@ impl Rows for AosBatch {
     }
 }
 
-impl FrameSink for AosBatch {
+impl DecodeTarget for AosBatch {
     #[inline]
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.recs.len()
     }
     #[inline]
@@ -86,7 +87,7 @@ impl FrameSink for AosBatch {
 pub struct Aos {
     decoder: Decoder,
     batch: AosBatch,
-    pipeline: Pipeline,
+    stages: BatchProcessor,
 }
 
 impl Aos {
@@ -98,7 +99,7 @@ impl Aos {
                 recs: Vec::with_capacity(cfg.batch_size),
                 buf: Vec::with_capacity(cfg.batch_size * (OVERHEAD + 128)),
             },
-            pipeline: Pipeline::new(cfg),
+            stages: BatchProcessor::new(cfg),
         }
     }
 }
@@ -109,22 +110,17 @@ impl Engine for Aos {
         self.batch.buf.clear();
         self.decoder.decode(data, true, &mut self.batch, limit)
     }
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.batch.recs.len()
     }
-    fn validate(&mut self) {
-        self.pipeline.validate_scalar(&self.batch);
-    }
-    fn dedup(&mut self) {
-        self.pipeline.dedup(&self.batch);
-    }
-    fn forward(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.pipeline.forward(&self.batch, out)
+    fn process(&mut self, out: &mut Vec<u8>, probe: &mut dyn Probe) -> io::Result<()> {
+        // No columns: the validate chooser takes the scalar rule.
+        self.stages.process(&self.batch, out, probe)
     }
     fn reset_window(&mut self) {
-        self.pipeline.reset_window();
+        self.stages.reset_window();
     }
     fn summary(&self) -> Summary {
-        Summary::new(self.decoder.stats(), self.pipeline.stats())
+        Summary::new(self.decoder.stats(), self.stages.stats())
     }
 }

@@ -1,12 +1,10 @@
 //! A counting global allocator: the system allocator plus two counters per
-//! thread (allocations and bytes asked for), and the same two for the whole
-//! process.
+//! thread (allocations and bytes asked for).
 //!
 //! Per-thread counters attribute allocations to the stage that made them
 //! even when stages run on different threads at once; they are plain
 //! `Cell`s in a `const` thread-local, which needs no lazy registration and
-//! so never allocates itself. The process-wide counters are relaxed atomics.
-//! In steady state the pipeline makes no allocation, so none of this costs
+//! so never allocates itself. In steady state the pipeline makes no allocation, so none of this costs
 //! anything on the hot path.
 //!
 //! The binary installs it with `#[global_allocator]`; so does the
@@ -14,7 +12,6 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The counting allocator.
 #[derive(Debug, Default, Clone, Copy)]
@@ -23,8 +20,6 @@ pub struct CountingAlloc;
 thread_local! {
     static THREAD: Cell<AllocCount> = const { Cell::new(AllocCount { allocs: 0, bytes: 0 }) };
 }
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
 
 /// Allocations (a `realloc` counts as one) and bytes requested.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -53,8 +48,6 @@ impl AllocCount {
 
 #[inline]
 fn record(bytes: usize) {
-    ALLOCS.fetch_add(1, Relaxed);
-    BYTES.fetch_add(bytes as u64, Relaxed);
     // try_with: the thread-local may already be gone while a thread exits.
     let _ = THREAD.try_with(|c| {
         let mut n = c.get();
@@ -67,14 +60,6 @@ fn record(bytes: usize) {
 /// This thread's counters so far.
 pub fn thread_count() -> AllocCount {
     THREAD.try_with(Cell::get).unwrap_or_default()
-}
-
-/// The whole process's counters so far.
-pub fn process_count() -> AllocCount {
-    AllocCount {
-        allocs: ALLOCS.load(Relaxed),
-        bytes: BYTES.load(Relaxed),
-    }
 }
 
 // SAFETY: every method forwards to `System` with the caller's arguments

@@ -33,7 +33,8 @@ pub struct GenConfig {
     pub invalid_rate: f64,
     /// Smallest payload length.
     pub payload_min: u16,
-    /// Largest payload length.
+    /// Largest payload length. The range is taken in either order: when it
+    /// is below `payload_min` the two swap roles.
     pub payload_max: u16,
 }
 
@@ -67,14 +68,19 @@ pub fn station_streams(cfg: &GenConfig) -> Vec<StationStream> {
     let mut rng = fastrand::Rng::with_seed(cfg.seed);
     let mut next_seq: Vec<u64> = (0..sats).map(|_| rng.u64(0..1_000_000)).collect();
     let mut out = vec![StationStream::default(); stations];
-    let mut payload = vec![0u8; cfg.payload_max as usize];
+    let (lo, hi) = if cfg.payload_min <= cfg.payload_max {
+        (cfg.payload_min, cfg.payload_max)
+    } else {
+        (cfg.payload_max, cfg.payload_min)
+    };
+    let mut payload = vec![0u8; usize::from(hi)];
     let mut made = 0u64;
     let mut receivers = Vec::with_capacity(stations);
     while made < cfg.frames {
         let sat = rng.u32(0..sats);
         let seq = next_seq[sat as usize];
         next_seq[sat as usize] += 1;
-        let len = rng.u16(cfg.payload_min..=cfg.payload_max.max(cfg.payload_min)) as usize;
+        let len = usize::from(rng.u16(lo..=hi));
         rng.fill(&mut payload[..len]);
         let flags = rng.u8(0..0x10);
         receivers.clear();
@@ -133,4 +139,26 @@ pub fn interleave(streams: &[StationStream], seed: u64) -> Vec<u8> {
 /// The whole capture: every station's stream, interleaved.
 pub fn capture(cfg: &GenConfig) -> Vec<u8> {
     interleave(&station_streams(cfg), cfg.seed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reversed_payload_range_is_the_same_range() {
+        let a = capture(&GenConfig {
+            frames: 200,
+            payload_min: 10,
+            payload_max: 40,
+            ..GenConfig::default()
+        });
+        let b = capture(&GenConfig {
+            frames: 200,
+            payload_min: 40,
+            payload_max: 10,
+            ..GenConfig::default()
+        });
+        assert_eq!(a, b);
+    }
 }

@@ -8,10 +8,11 @@
 use std::io::{self, Write};
 
 use super::Engine;
-use crate::batch::FrameSink;
+use crate::batch::DecodeTarget;
 use crate::decode::Decoder;
 use crate::dedup::naive::NaiveDedup;
 use crate::pipeline::{Config, PipelineStats, Summary};
+use crate::stage::{drive, BatchStages, Probe};
 use crate::validate::scalar::is_valid;
 
 /// A frame that owns its bytes.
@@ -31,8 +32,8 @@ pub struct OwnedFrame {
 #[derive(Debug, Default)]
 struct OwnedBatch(Vec<OwnedFrame>);
 
-impl FrameSink for OwnedBatch {
-    fn rows(&self) -> usize {
+impl DecodeTarget for OwnedBatch {
+    fn row_count(&self) -> usize {
         self.0.len()
     }
     fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]) {
@@ -79,43 +80,57 @@ impl Engine for Baseline {
         self.batch = batch.0;
         used
     }
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.batch.len()
     }
-    fn validate(&mut self) {
-        self.stats.batches += 1;
-        self.valid = self
-            .batch
-            .iter()
-            .enumerate()
-            .filter(|(_, f)| is_valid(f.sat, f.flags, self.cfg.max_sat))
-            .map(|(row, f)| (row as u32, f.sat, f.seq))
-            .collect();
-        self.stats.invalid += (self.batch.len() - self.valid.len()) as u64;
-    }
-    fn dedup(&mut self) {
-        let (rows, counts) = self.dedup.run(&self.valid);
-        self.stats.duplicates += counts.duplicates;
-        self.stats.stale += counts.stale;
-        self.stats.late += counts.late;
-        // NaiveDedup hands back the survivors sorted by (sat, seq).
-        self.forward = rows
-            .iter()
-            .map(|&r| self.batch[r as usize].clone())
-            .collect();
-    }
-    fn forward(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        for f in &self.forward {
-            out.write_all(&f.bytes)?;
-            self.stats.forwarded += 1;
-            self.stats.forwarded_bytes += f.bytes.len() as u64;
-        }
-        Ok(())
+    fn process(&mut self, out: &mut Vec<u8>, probe: &mut dyn Probe) -> io::Result<()> {
+        drive(&mut BaselineBatch { engine: self, out }, probe)
     }
     fn reset_window(&mut self) {
         self.dedup = NaiveDedup::new(self.cfg.window, self.cfg.stale);
     }
     fn summary(&self) -> Summary {
         Summary::new(self.decoder.stats(), self.stats)
+    }
+}
+
+/// The baseline engine bound to its current batch and output.
+struct BaselineBatch<'a> {
+    engine: &'a mut Baseline,
+    out: &'a mut Vec<u8>,
+}
+
+impl BatchStages for BaselineBatch<'_> {
+    fn count_batch(&mut self) {
+        self.engine.stats.batches += 1;
+    }
+    fn validate(&mut self) {
+        let e = &mut *self.engine;
+        e.valid = e
+            .batch
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| is_valid(f.sat, f.flags, e.cfg.max_sat))
+            .map(|(row, f)| (row as u32, f.sat, f.seq))
+            .collect();
+        e.stats.invalid += (e.batch.len() - e.valid.len()) as u64;
+    }
+    fn dedup(&mut self) {
+        let e = &mut *self.engine;
+        let (rows, counts) = e.dedup.run(&e.valid);
+        e.stats.duplicates += counts.duplicates;
+        e.stats.stale += counts.stale;
+        e.stats.late += counts.late;
+        // NaiveDedup hands back the survivors sorted by (sat, seq).
+        e.forward = rows.iter().map(|&r| e.batch[r as usize].clone()).collect();
+    }
+    fn forward(&mut self) -> io::Result<()> {
+        let e = &mut *self.engine;
+        for f in &e.forward {
+            self.out.write_all(&f.bytes)?;
+            e.stats.forwarded += 1;
+            e.stats.forwarded_bytes += f.bytes.len() as u64;
+        }
+        Ok(())
     }
 }

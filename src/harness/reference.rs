@@ -1,13 +1,50 @@
 //! The naive reference model of the whole pipeline: one obvious step at a
 //! time, whole input in memory, a `Vec` of structs, a byte-by-byte marker
-//! scan and the naive dedup. It shares no code with the fast path but the
-//! wire constants and the naive twins, and exists to be compared against.
+//! scan and the naive dedup. It reads the wire format and applies the
+//! validity rule itself, from the format's description (README, "Wire
+//! format"), sharing no code with the fast path but the counters' types and
+//! the naive dedup twin, and exists to be compared against.
 
 use crate::decode::DecodeStats;
 use crate::dedup::naive::NaiveDedup;
 use crate::pipeline::{Config, PipelineStats, Summary};
-use crate::validate::scalar::is_valid;
-use crate::wire::{Header, HEADER_LEN, SYNC, VERSION};
+
+/// The sync marker, as the format description gives it.
+const MARKER: [u8; 4] = [0x1A, 0xCF, 0xFC, 0x1D];
+/// Sync marker, sat, seq, flags, version and length.
+const HEADER: usize = 20;
+
+/// The header fields, read byte by byte at `p`.
+struct Fields {
+    sat: u32,
+    seq: u64,
+    flags: u8,
+    version: u8,
+    len: usize,
+}
+
+fn le(bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .rev()
+        .fold(0u64, |acc, &b| acc << 8 | u64::from(b))
+}
+
+fn fields(h: &[u8]) -> Fields {
+    Fields {
+        sat: le(&h[4..8]) as u32,
+        seq: le(&h[8..16]),
+        flags: h[16],
+        version: h[17],
+        len: le(&h[18..20]) as usize,
+    }
+}
+
+/// The validity rule as stated: not marked corrupt by the station (bit 7 of
+/// the flags clear) and a satellite id no higher than `max_sat`.
+fn is_valid_rule(sat: u32, flags: u8, max_sat: u32) -> bool {
+    flags < 0x80 && sat <= max_sat
+}
 
 /// One decoded frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +60,9 @@ pub struct Frame {
 }
 
 /// Decodes a whole input the slow way.
+///
+/// # Panics
+/// Never on any input (every slice is bounds-checked against `data.len()` first).
 pub fn decode_all(data: &[u8], max_payload: u16) -> (Vec<Frame>, DecodeStats) {
     let mut stats = DecodeStats {
         input_bytes: data.len() as u64,
@@ -31,25 +71,24 @@ pub fn decode_all(data: &[u8], max_payload: u16) -> (Vec<Frame>, DecodeStats) {
     let mut frames = Vec::new();
     let mut p = 0;
     while p < data.len() {
-        if !data[p..].starts_with(&SYNC) {
+        if !data[p..].starts_with(&MARKER) {
             stats.skipped_bytes += 1;
             p += 1;
             continue;
         }
-        if data.len() - p < HEADER_LEN {
+        if data.len() - p < HEADER {
             stats.truncated += 1;
             stats.skipped_bytes += 1;
             p += 1;
             continue;
         }
-        let h = Header::read(&data[p..]);
-        let n = h.frame_len();
-        if h.version != VERSION || h.len > max_payload {
+        let h = fields(&data[p..p + HEADER]);
+        let n = HEADER + h.len + 4;
+        if h.version != 1 || h.len > usize::from(max_payload) {
             stats.bad_header += 1;
         } else if data.len() - p < n {
             stats.truncated += 1;
-        } else if crc32fast::hash(&data[p + 4..p + n - 4])
-            != u32::from_le_bytes(data[p + n - 4..p + n].try_into().unwrap())
+        } else if u64::from(crc32fast::hash(&data[p + 4..p + n - 4])) != le(&data[p + n - 4..p + n])
         {
             stats.crc_errors += 1;
         } else {
@@ -70,7 +109,7 @@ pub fn decode_all(data: &[u8], max_payload: u16) -> (Vec<Frame>, DecodeStats) {
     (frames, stats)
 }
 
-/// Runs the whole pipeline the slow way. Returns the forwarded bytes, the
+/// Runs the whole pipeline the slow way (`cfg.batch_size` 0 is taken as 1). Returns the forwarded bytes, the
 /// summary, and the forwarded frames batch by batch.
 pub fn run(data: &[u8], cfg: &Config) -> (Vec<u8>, Summary, Vec<Vec<Frame>>) {
     let (frames, dstats) = decode_all(data, cfg.max_payload);
@@ -82,7 +121,7 @@ pub fn run(data: &[u8], cfg: &Config) -> (Vec<u8>, Summary, Vec<Vec<Frame>>) {
         stats.batches += 1;
         let mut valid = Vec::new();
         for (row, f) in batch.iter().enumerate() {
-            if is_valid(f.sat, f.flags, cfg.max_sat) {
+            if is_valid_rule(f.sat, f.flags, cfg.max_sat) {
                 valid.push((row as u32, f.sat, f.seq));
             } else {
                 stats.invalid += 1;

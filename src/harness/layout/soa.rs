@@ -5,7 +5,8 @@ use std::io;
 use super::Engine;
 use crate::batch::Batch;
 use crate::decode::Decoder;
-use crate::pipeline::{Config, Pipeline, Summary};
+use crate::pipeline::{BatchProcessor, Config, Summary};
+use crate::stage::Probe;
 use crate::wire::OVERHEAD;
 
 /// The SoA engine.
@@ -13,7 +14,7 @@ use crate::wire::OVERHEAD;
 pub struct Soa {
     decoder: Decoder,
     batch: Batch,
-    pipeline: Pipeline,
+    stages: BatchProcessor,
 }
 
 impl Soa {
@@ -22,7 +23,7 @@ impl Soa {
         Soa {
             decoder: Decoder::new(cfg.max_payload),
             batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
-            pipeline: Pipeline::new(cfg),
+            stages: BatchProcessor::new(cfg),
         }
     }
 }
@@ -32,22 +33,16 @@ impl Engine for Soa {
         self.batch.clear();
         self.decoder.decode(data, true, &mut self.batch, limit)
     }
-    fn rows(&self) -> usize {
+    fn row_count(&self) -> usize {
         self.batch.len()
     }
-    fn validate(&mut self) {
-        self.pipeline.validate(&self.batch);
-    }
-    fn dedup(&mut self) {
-        self.pipeline.dedup(&self.batch);
-    }
-    fn forward(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
-        self.pipeline.forward(&self.batch, out)
+    fn process(&mut self, out: &mut Vec<u8>, probe: &mut dyn Probe) -> io::Result<()> {
+        self.stages.process(&self.batch, out, probe)
     }
     fn reset_window(&mut self) {
-        self.pipeline.reset_window();
+        self.stages.reset_window();
     }
     fn summary(&self) -> Summary {
-        Summary::new(self.decoder.stats(), self.pipeline.stats())
+        Summary::new(self.decoder.stats(), self.stages.stats())
     }
 }

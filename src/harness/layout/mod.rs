@@ -16,9 +16,10 @@ pub mod soa;
 use std::io;
 
 use crate::pipeline::{Config, Summary};
+use crate::stage::Probe;
 
 /// Which layout.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, clap::ValueEnum)]
 pub enum Layout {
     /// Struct-of-arrays, the real pipeline.
     Soa,
@@ -41,7 +42,7 @@ impl Layout {
         }
     }
 
-    /// A fresh engine of this layout.
+    /// A fresh engine of this layout. `cfg` must pass [`Config::check`].
     pub fn engine(self, cfg: Config) -> Box<dyn Engine + Send> {
         match self {
             Layout::Soa => Box::new(soa::Soa::new(cfg)),
@@ -58,13 +59,14 @@ pub trait Engine {
     /// the bytes consumed (all of `data` unless the batch filled up).
     fn decode(&mut self, data: &[u8], limit: usize) -> usize;
     /// Rows in the current batch.
-    fn rows(&self) -> usize;
-    /// Stage 2 on the current batch.
-    fn validate(&mut self);
-    /// Stage 3 on the current batch.
-    fn dedup(&mut self);
-    /// Stage 4: appends the current batch's forwarded frames to `out`.
-    fn forward(&mut self, out: &mut Vec<u8>) -> io::Result<()>;
+    fn row_count(&self) -> usize;
+    /// The stages after decode on the current batch, through the stage
+    /// driver ([`crate::stage::drive`]), appending the forwarded frames to
+    /// `out`, with `probe` around each stage.
+    ///
+    /// # Errors
+    /// When writing to `out` fails.
+    fn process(&mut self, out: &mut Vec<u8>, probe: &mut dyn Probe) -> io::Result<()>;
     /// Forgets the dedup window, so the same input can be replayed as new.
     fn reset_window(&mut self);
     /// Counters so far.
@@ -73,6 +75,9 @@ pub trait Engine {
 
 /// Runs `data` once through `engine` in batches of `batch_size`, appending
 /// the forwarded frames to `out`.
+///
+/// # Errors
+/// When writing to `out` fails.
 pub fn run_all(
     engine: &mut dyn Engine,
     data: &[u8],
@@ -82,12 +87,10 @@ pub fn run_all(
     let mut pos = 0;
     while pos < data.len() {
         pos += engine.decode(&data[pos..], batch_size);
-        if engine.rows() == 0 {
+        if engine.row_count() == 0 {
             break;
         }
-        engine.validate();
-        engine.dedup();
-        engine.forward(out)?;
+        engine.process(out, &mut ())?;
     }
     Ok(engine.summary())
 }

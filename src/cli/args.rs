@@ -1,0 +1,261 @@
+//! Every command's arguments, their defaults and their parsers.
+
+use clap::{Args, Parser, Subcommand};
+
+use meridian_pipeline::dedup::{StalePolicy, MAX_WINDOW};
+use meridian_pipeline::harness::gen::GenConfig;
+use meridian_pipeline::harness::layout::Layout;
+use meridian_pipeline::pipeline::{Config, DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAT, MAX_BATCH_SIZE};
+use meridian_pipeline::DEFAULT_WINDOW;
+
+/// Meridian: decode, validate, deduplicate, sort and forward satellite
+/// telemetry frames from several ground stations.
+#[derive(Debug, Parser)]
+#[command(name = "meridian-pipeline", version, about, long_about = None)]
+pub(crate) struct Cli {
+    #[command(subcommand)]
+    pub(crate) command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Measure throughput on synthetic traffic held in memory (the default command).
+    Run(RunArgs),
+    /// Run a capture file through the pipeline: frames to --out, summary to stderr.
+    Process(ProcessArgs),
+    /// Write a deterministic synthetic ground-station capture, or send it as stations over TCP.
+    Gen(GenArgs),
+    /// Take frames from ground stations over TCP and forward them downstream.
+    Serve(ServeArgs),
+    /// A checking downstream: count frames, check CRCs and that no key repeats.
+    Sink(SinkArgs),
+}
+
+/// Options shared by every command that runs the pipeline.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct PipelineArgs {
+    /// Frames per batch (at most 1048576); dedup and sorting work within a batch.
+    #[arg(long, default_value_t = DEFAULT_BATCH_SIZE as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=MAX_BATCH_SIZE as u64))]
+    pub(crate) batch_size: u64,
+    /// Cross-batch dedup window per satellite, in sequence numbers (at most 16777216).
+    #[arg(long, default_value_t = DEFAULT_WINDOW, value_name = "W",
+          value_parser = clap::value_parser!(u64).range(0..=MAX_WINDOW))]
+    pub(crate) window: u64,
+    /// Highest valid satellite id; frames above it are invalid.
+    #[arg(long, default_value_t = DEFAULT_MAX_SAT, value_name = "N")]
+    pub(crate) max_sat: u32,
+    /// Longest accepted payload in bytes (at most 65535); longer headers are bad headers.
+    #[arg(long, default_value_t = meridian_pipeline::wire::DEFAULT_MAX_PAYLOAD, value_name = "N")]
+    pub(crate) max_payload: u16,
+    /// What to do with stale frames (older than the window): forward or drop.
+    #[arg(long, value_enum, default_value_t = StalePolicy::Forward)]
+    pub(crate) stale: StalePolicy,
+}
+
+impl PipelineArgs {
+    pub(crate) fn config(&self) -> Config {
+        Config {
+            batch_size: self.batch_size as usize,
+            window: self.window,
+            max_sat: self.max_sat,
+            max_payload: self.max_payload,
+            stale: self.stale,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ProcessArgs {
+    /// Input capture, or - for standard input.
+    #[arg(long = "in", value_name = "PATH")]
+    pub(crate) input: String,
+    /// Where forwarded frames go, or - for standard output.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: String,
+    #[command(flatten)]
+    pub(crate) pipeline: PipelineArgs,
+    /// Print the summary as one JSON object (the last line of stderr).
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("dest").required(true).args(["out", "connect"])))]
+pub(crate) struct GenArgs {
+    /// Output file, or - for standard output.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<String>,
+    /// Instead of a file: connect one TCP socket per station to ADDR and send
+    /// each station's stream (the same bytes `--out` would interleave).
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) connect: Option<String>,
+    /// With --connect: frames per second per station (default: as fast as possible).
+    #[arg(long, value_name = "FRAMES_PER_S", requires = "connect", value_parser = parse_positive)]
+    pub(crate) rate: Option<f64>,
+    /// Frames in the capture, copies included.
+    #[arg(long, default_value_t = 100_000, value_name = "N")]
+    pub(crate) frames: u64,
+    #[command(flatten)]
+    pub(crate) workload: WorkloadArgs,
+}
+
+pub(crate) fn parse_positive(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v > 0.0 && v.is_finite() => Ok(v),
+        _ => Err(format!("'{s}' is not a positive number")),
+    }
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["forward", "out"])))]
+pub(crate) struct ServeArgs {
+    /// Address to accept ground-station connections on.
+    #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
+    pub(crate) listen: String,
+    /// Forward to the TCP consumer at HOST:PORT (reconnected with backoff).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) forward: Option<String>,
+    /// Forward into this file instead.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<String>,
+    #[command(flatten)]
+    pub(crate) pipeline: PipelineArgs,
+    /// A batch closes at the latest this many milliseconds after its first frame.
+    #[arg(long, default_value_t = 5, value_name = "D")]
+    pub(crate) max_delay_ms: u64,
+    /// Station connections beyond this are closed at once (and counted).
+    #[arg(long, default_value_t = 64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=4096))]
+    pub(crate) max_connections: u64,
+    /// Print a stats line to stderr this often [default: none].
+    #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+    pub(crate) stats_interval: Option<f64>,
+    /// After SIGINT/SIGTERM: how long connected stations may go on sending,
+    /// and how long an absent downstream is retried.
+    #[arg(long, default_value_t = 2000, value_name = "MS")]
+    pub(crate) grace_ms: u64,
+    /// The summary as one JSON object, the last line of stderr.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct SinkArgs {
+    /// Address to accept the one downstream connection on.
+    #[arg(long, default_value = "127.0.0.1:7701", value_name = "ADDR")]
+    pub(crate) listen: String,
+    /// Also write the received frames to this file.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) out: Option<String>,
+    /// Take this many connections (1 for a serve downstream; one per station behind a relay).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1024))]
+    pub(crate) connections: u64,
+    /// The summary as one JSON object, the last line of stderr.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// The synthetic workload's shape, shared by `gen` and `run`.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct WorkloadArgs {
+    /// Number of satellites.
+    #[arg(long, default_value_t = 48, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) sats: u32,
+    /// Number of ground stations (overlapping coverage makes copies).
+    #[arg(long, default_value_t = 3, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub(crate) stations: u32,
+    /// RNG seed; the same seed gives the same bytes.
+    #[arg(long, default_value_t = 1, value_name = "S")]
+    pub(crate) seed: u64,
+    /// Chance that a received copy is invalid (corrupt or out-of-range sat).
+    #[arg(long, default_value_t = 0.01, value_name = "R", value_parser = parse_rate)]
+    pub(crate) invalid_rate: f64,
+    /// Payload length range in bytes, MIN..MAX (or one length).
+    #[arg(long, default_value = "16..128", value_name = "MIN..MAX", value_parser = parse_payload)]
+    pub(crate) payload: (u16, u16),
+}
+
+impl WorkloadArgs {
+    pub(crate) fn config(&self, frames: u64) -> GenConfig {
+        GenConfig {
+            frames,
+            sats: self.sats,
+            stations: self.stations,
+            seed: self.seed,
+            invalid_rate: self.invalid_rate,
+            payload_min: self.payload.0,
+            payload_max: self.payload.1,
+        }
+    }
+}
+
+pub(crate) fn parse_rate(s: &str) -> Result<f64, String> {
+    let r: f64 = s.parse().map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&r) {
+        Ok(r)
+    } else {
+        Err(format!("{r} is not between 0 and 1"))
+    }
+}
+
+pub(crate) fn parse_payload(s: &str) -> Result<(u16, u16), String> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<u16>()
+            .map_err(|_| format!("'{t}' is not a length from 0 to 65535"))
+    };
+    let (lo, hi) = match s.split_once("..") {
+        Some((a, b)) => (num(a)?, num(b.strip_prefix('=').unwrap_or(b))?),
+        None => (num(s)?, num(s)?),
+    };
+    if lo > hi {
+        return Err(format!("MIN {lo} is above MAX {hi}"));
+    }
+    Ok((lo, hi))
+}
+
+#[derive(Debug, Parser)]
+#[command(no_binary_name = false)]
+pub(crate) struct RunArgs {
+    /// Run for this many seconds.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", conflicts_with = "frames",
+          value_parser = parse_secs)]
+    pub(crate) duration: f64,
+    /// Run exactly this many frames instead of for a duration.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) frames: Option<u64>,
+    /// Pipeline layout: soa (the real one), aos (same algorithms over structs), baseline (a first version).
+    #[arg(long, value_enum, default_value_t = Layout::Soa)]
+    pub(crate) layout: Layout,
+    /// Threads; above 1 overlaps decoding the next batch with processing this one (soa only).
+    #[arg(long, default_value_t = 1, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=256))]
+    pub(crate) threads: u64,
+    #[command(flatten)]
+    pub(crate) pipeline: PipelineArgs,
+    #[command(flatten)]
+    pub(crate) workload: WorkloadArgs,
+    /// Print the report as exactly one JSON object on stdout.
+    #[arg(long)]
+    pub(crate) json: bool,
+    /// No progress display.
+    #[arg(long)]
+    pub(crate) quiet: bool,
+}
+
+pub(crate) fn parse_secs(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if v > 0.0 && v <= 86_400.0 {
+        Ok(v)
+    } else {
+        Err(format!(
+            "{v} seconds is out of range: give more than 0 and at most 86400"
+        ))
+    }
+}

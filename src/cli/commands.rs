@@ -1,0 +1,250 @@
+//! What each command does, from parsed arguments to a result.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+
+use meridian_pipeline::dedup::StalePolicy;
+use meridian_pipeline::harness::gen;
+use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
+use meridian_pipeline::net::serve::{self, ServeConfig, Target};
+use meridian_pipeline::net::Shutdown;
+use meridian_pipeline::pipeline::{process_stream_until, ProcessError};
+
+use super::args::{GenArgs, ProcessArgs, RunArgs, ServeArgs, SinkArgs};
+use super::report;
+use super::CliError;
+
+/// Frames of synthetic capture held in memory by `run` at most; longer runs
+/// replay it (with the dedup window reset, so it stays new traffic).
+const RUN_CAPTURE_FRAMES: u64 = 1_000_000;
+/// Output buffer of `process` and `gen --out`.
+const OUT_BUF: usize = 1 << 20;
+
+fn open_input(path: &str) -> Result<Box<dyn Read>, CliError> {
+    if path == "-" {
+        return Ok(Box::new(io::stdin().lock()));
+    }
+    let file = File::open(path)
+        .map_err(|e| CliError::Usage(format!("cannot open input '{path}': {e}")))?;
+    if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+        return Err(CliError::Usage(format!(
+            "cannot read input '{path}': it is a directory"
+        )));
+    }
+    Ok(Box::new(file))
+}
+
+fn open_output(path: &str) -> Result<Box<dyn Write>, CliError> {
+    if path == "-" {
+        return Ok(Box::new(BufWriter::with_capacity(
+            OUT_BUF,
+            io::stdout().lock(),
+        )));
+    }
+    let file = File::create(path)
+        .map_err(|e| CliError::Usage(format!("cannot create output '{path}': {e}")))?;
+    Ok(Box::new(BufWriter::with_capacity(OUT_BUF, file)))
+}
+
+/// True when `a` and `b` name the same existing file (same device and inode).
+fn same_file(a: &str, b: &str) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if a == "-" || b == "-" {
+        return false;
+    }
+    match (std::fs::metadata(a), std::fs::metadata(b)) {
+        (Ok(x), Ok(y)) => x.dev() == y.dev() && x.ino() == y.ino(),
+        _ => false,
+    }
+}
+
+/// A flag that SIGINT and SIGTERM raise, for commands that stop between batches.
+fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
+    let flag = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(sig, Arc::clone(&flag))
+            .map_err(|e| CliError::runtime("signal setup failed", e))?;
+    }
+    Ok(flag)
+}
+
+/// `process`: a capture through the pipeline.
+pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
+    if same_file(&args.input, &args.out) {
+        return Err(CliError::Usage(format!(
+            "--in and --out are the same file ('{}'); writing would destroy the input",
+            args.out
+        )));
+    }
+    let cfg = args.pipeline.config();
+    cfg.check().map_err(|e| CliError::Usage(e.to_string()))?;
+    let input = open_input(&args.input)?;
+    let mut out = open_output(&args.out)?;
+    let stop = stop_flag()?;
+    let (summary, stopped) =
+        process_stream_until(BufReader::with_capacity(0, input), &mut out, cfg, &|| {
+            stop.load(Ordering::Relaxed)
+        })
+        .map_err(|e| match e {
+            ProcessError::Config(c) => CliError::Usage(c.to_string()),
+            other => CliError::Runtime(format!("processing failed: {other}")),
+        })?;
+    if stopped {
+        eprintln!("interrupted: the output holds the whole batches processed so far");
+    }
+    if args.json {
+        report::json_line(&summary);
+    } else {
+        report::print_summary(&summary, cfg.stale == StalePolicy::Drop);
+    }
+    if stopped {
+        return Err(CliError::Interrupted);
+    }
+    Ok(())
+}
+
+/// `gen`: a capture to a file, or stations over TCP.
+pub(crate) fn generate(args: &GenArgs) -> Result<(), CliError> {
+    if let Some(addr) = &args.connect {
+        let sent = meridian_pipeline::net::send::send_stations(
+            addr,
+            &args.workload.config(args.frames),
+            args.rate,
+        )
+        .map_err(|e| CliError::runtime(&format!("sending to {addr} failed"), e))?;
+        eprintln!(
+            "sent {sent} bytes from {} stations to {addr}",
+            args.workload.stations
+        );
+        return Ok(());
+    }
+    let path = args
+        .out
+        .as_deref()
+        .expect("clap requires --out or --connect");
+    let bytes = gen::capture(&args.workload.config(args.frames));
+    let mut out = open_output(path)?;
+    out.write_all(&bytes)
+        .and_then(|()| out.flush())
+        .map_err(|e| CliError::runtime("writing the capture failed", e))?;
+    eprintln!("wrote {} bytes of capture to {path}", bytes.len());
+    Ok(())
+}
+
+/// `serve`: stations in, one downstream out.
+pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let target = match (&args.forward, &args.out) {
+        (Some(addr), _) => Target::Forward(addr.clone()),
+        (None, Some(path)) => Target::Out(path.into()),
+        (None, None) => unreachable!("clap requires --forward or --out"),
+    };
+    let cfg = ServeConfig {
+        pipeline: args.pipeline.config(),
+        target,
+        max_delay: Duration::from_millis(args.max_delay_ms),
+        max_connections: args.max_connections as usize,
+        stats_interval: args.stats_interval.map(Duration::from_secs_f64),
+        grace: Duration::from_millis(args.grace_ms),
+    };
+    let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
+    let listener = serve::bind(&args.listen)
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::runtime("listener", e))?;
+    eprintln!("meridian: listening on {local}");
+    let s = serve::serve(listener, &cfg, stop).map_err(|e| CliError::runtime("serve failed", e))?;
+    if args.json {
+        report::json_line(&s);
+    } else {
+        report::print_serve_summary(&s, cfg.pipeline.stale == StalePolicy::Drop);
+    }
+    if s.unsent_frames > 0 {
+        return Err(CliError::Runtime(format!(
+            "{} frames could not be delivered",
+            s.unsent_frames
+        )));
+    }
+    Ok(())
+}
+
+/// `sink`: a checking downstream.
+pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
+    let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
+    let listener = std::net::TcpListener::bind(&args.listen)
+        .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| CliError::runtime("listener", e))?;
+    eprintln!("sink: listening on {local}");
+    let out = args.out.as_deref().map(Path::new);
+    let s = meridian_pipeline::net::sink::sink(listener, out, &stop, args.connections as usize)
+        .map_err(|e| CliError::runtime("sink failed", e))?;
+    if args.json {
+        report::json_line(&s);
+    } else {
+        report::print_sink_summary(&s);
+    }
+    Ok(())
+}
+
+/// `run` with every default: what a bare `cargo run --release` does.
+pub(crate) fn run_default() -> Result<(), CliError> {
+    run(&RunArgs::parse_from(["run"]))
+}
+
+/// `run`: the throughput runner on synthetic traffic.
+pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
+    let cfg = args.pipeline.config();
+    let (frames, limit) = match args.frames {
+        Some(n) => (n.min(RUN_CAPTURE_FRAMES), Limit::Frames(n)),
+        None => (
+            RUN_CAPTURE_FRAMES,
+            Limit::Duration(Duration::from_secs_f64(args.duration)),
+        ),
+    };
+    if args.threads > 1 && args.layout != meridian_pipeline::harness::layout::Layout::Soa {
+        return Err(CliError::Usage(RunError::ThreadsNeedSoa.to_string()));
+    }
+    let gen_cfg = args.workload.config(frames);
+    if !args.quiet {
+        eprintln!("generating {frames} frames of synthetic traffic (not timed)...");
+    }
+    let data = gen::capture(&gen_cfg);
+    let opts = RunOptions {
+        layout: args.layout,
+        threads: args.threads as usize,
+        cfg,
+        limit,
+        progress: if args.quiet {
+            Progress::Quiet
+        } else {
+            Progress::Auto
+        },
+        digest: false,
+    };
+    let report = runner::run(&data, &opts).map_err(|e| match e {
+        RunError::Io(e) => CliError::runtime("run failed", e),
+        other => CliError::Usage(other.to_string()),
+    })?;
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("a report serialises")
+        );
+    } else {
+        report::print_report(
+            &report,
+            &gen_cfg,
+            data.len(),
+            cfg.stale == StalePolicy::Drop,
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,166 @@
+//! What the commands print: summaries and the throughput report.
+
+use meridian_pipeline::harness::gen::GenConfig;
+use meridian_pipeline::harness::runner::RunReport;
+use meridian_pipeline::net::serve::ServeSummary;
+use meridian_pipeline::net::sink::SinkSummary;
+use meridian_pipeline::stage::Stage;
+use meridian_pipeline::Summary;
+
+/// One line defining the two words a reader will not guess.
+const TERMS: &str = "late: first seen below its satellite's highest seq, forwarded; \
+stale: older than the window, forwarded unless --stale drop";
+
+/// Prints `value` as one JSON object on one line of stderr.
+pub(crate) fn json_line<T: serde::Serialize>(value: &T) {
+    eprintln!(
+        "{}",
+        serde_json::to_string(value).expect("summaries serialise")
+    );
+}
+
+/// The `process` summary (and the first lines of `serve`'s).
+pub(crate) fn print_summary(s: &Summary, stale_dropped: bool) {
+    let (d, p) = (&s.decode, &s.pipeline);
+    eprintln!(
+        "decoded {} frames from {} bytes ({} skipped: {} bad headers, {} CRC errors, {} truncated)",
+        d.frames_decoded, d.input_bytes, d.skipped_bytes, d.bad_header, d.crc_errors, d.truncated
+    );
+    let forwarded_stale = if stale_dropped { 0 } else { p.stale };
+    eprintln!(
+        "forwarded {} frames ({} bytes, late {}, stale {}) in {} batches",
+        p.forwarded, p.forwarded_bytes, p.late, forwarded_stale, p.batches
+    );
+    if stale_dropped {
+        eprintln!(
+            "dropped: duplicates {}, invalid {}, stale {} (--stale drop)",
+            p.duplicates, p.invalid, p.stale
+        );
+    } else {
+        eprintln!(
+            "dropped: duplicates {}, invalid {}",
+            p.duplicates, p.invalid
+        );
+    }
+    eprintln!("({TERMS})");
+}
+
+/// `serve`'s text summary.
+pub(crate) fn print_serve_summary(s: &ServeSummary, stale_dropped: bool) {
+    print_summary(&s.summary, stale_dropped);
+    eprintln!(
+        "connections: {} accepted, {} rejected; downstream: {} reconnects, {} connect failures, {} frames resent, {} unsent frames",
+        s.connections_accepted,
+        s.connections_rejected,
+        s.downstream_reconnects,
+        s.connect_failures,
+        s.resent_frames,
+        s.unsent_frames
+    );
+    eprintln!(
+        "read-to-forward latency: p50 {} us, p99 {} us, p99.9 {} us ({} frames)",
+        s.latency_us.p50, s.latency_us.p99, s.latency_us.p999, s.latency_us.frames
+    );
+}
+
+/// `sink`'s text summary.
+pub(crate) fn print_sink_summary(s: &SinkSummary) {
+    eprintln!(
+        "sink: {} frames, {} bytes, {} unique keys, {} repeated, {} CRC errors, {} skipped bytes{}",
+        s.frames,
+        s.bytes,
+        s.unique_keys,
+        s.repeated_keys,
+        s.crc_errors,
+        s.skipped_bytes,
+        if s.eof {
+            ""
+        } else {
+            " (stopped before end of stream)"
+        }
+    );
+}
+
+/// `run`'s report on stdout.
+pub(crate) fn print_report(
+    r: &RunReport,
+    g: &GenConfig,
+    capture_bytes: usize,
+    stale_dropped: bool,
+) {
+    let s = &r.summary;
+    let p = &s.pipeline;
+    println!(
+        "Meridian throughput: layout {}, batch {}, {} thread{}, {:.2} s",
+        r.layout,
+        r.batch_size,
+        r.threads,
+        if r.threads == 1 { "" } else { "s" },
+        r.elapsed_s
+    );
+    println!(
+        "workload: {} sats, {} stations, payload {}..{} B, seed {}; {} frames ({:.1} MB) in memory, {} pass{}",
+        g.sats,
+        g.stations,
+        g.payload_min,
+        g.payload_max,
+        g.seed,
+        g.frames,
+        capture_bytes as f64 / 1e6,
+        r.passes,
+        if r.passes == 1 { "" } else { "es" }
+    );
+    println!();
+    println!(
+        "frames in    {:>14}   {:>8.2} M frames/s   {:>8.1} MB/s of wire bytes",
+        r.frames,
+        r.frames_per_s / 1e6,
+        r.bytes_per_s / 1e6
+    );
+    println!(
+        "forwarded    {:>14}   ({} bytes; late {}, stale {})",
+        r.forwarded,
+        p.forwarded_bytes,
+        p.late,
+        if stale_dropped { 0 } else { p.stale }
+    );
+    if stale_dropped {
+        println!(
+            "dropped      {:>14} duplicates, {} invalid, {} stale (--stale drop)",
+            p.duplicates, p.invalid, p.stale
+        );
+    } else {
+        println!(
+            "dropped      {:>14} duplicates, {} invalid",
+            p.duplicates, p.invalid
+        );
+    }
+    println!("({TERMS})");
+    println!();
+    println!(
+        "stage        ns/frame    share   allocs/batch   bytes/batch   (allocations after {} warm-up batches)",
+        r.warmup_batches
+    );
+    for stage in Stage::ALL {
+        let x = &r.stages[stage];
+        println!(
+            "{:<10} {:>10.2} {:>7.1}% {:>14.2} {:>13.1}",
+            stage.name(),
+            x.ns_per_frame,
+            x.share * 100.0,
+            x.allocs_per_batch,
+            x.alloc_bytes_per_batch
+        );
+    }
+    let after_decode: f64 = Stage::AFTER_DECODE
+        .iter()
+        .map(|&st| r.stages[st].ns_per_frame)
+        .sum();
+    println!();
+    println!(
+        "validate+dedup+forward: {:.1} M frames/s; decode: {:.2} GB/s of wire bytes",
+        1e3 / after_decode.max(1e-9),
+        (s.decode.input_bytes as f64 / r.frames.max(1) as f64)
+            / r.stages[Stage::Decode].ns_per_frame.max(1e-9)
+    );
+}
