@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::batch::{Batch, Rows};
 use crate::decode::{DecodeStats, Decoder, FrameReader, DEFAULT_READ_CHUNK};
-use crate::dedup::{Dedup, StalePolicy, DEFAULT_WINDOW};
+use crate::dedup::{Dedup, StalePolicy, WindowLimits, DEFAULT_WINDOW};
 use crate::wire::{DEFAULT_MAX_PAYLOAD, OVERHEAD};
 use crate::{forward, validate};
 
@@ -131,7 +131,7 @@ impl Pipeline {
         Pipeline {
             cfg,
             mask: Vec::with_capacity(validate::mask_words(cfg.batch_size)),
-            dedup: Dedup::new(cfg.window, cfg.stale),
+            dedup: Dedup::new(cfg.window, cfg.stale, WindowLimits::OFF),
             forward: Vec::with_capacity(cfg.batch_size),
             stats: PipelineStats::default(),
         }

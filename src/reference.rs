@@ -5,6 +5,7 @@
 
 use crate::decode::DecodeStats;
 use crate::dedup::naive::NaiveDedup;
+use crate::dedup::WindowLimits;
 use crate::pipeline::{Config, PipelineStats, Summary};
 use crate::validate::scalar::is_valid;
 use crate::wire::{Header, HEADER_LEN, SYNC, VERSION};
@@ -74,7 +75,7 @@ pub fn decode_all(data: &[u8], max_payload: u16) -> (Vec<Frame>, DecodeStats) {
 /// summary, and the forwarded frames batch by batch.
 pub fn run(data: &[u8], cfg: &Config) -> (Vec<u8>, Summary, Vec<Vec<Frame>>) {
     let (frames, dstats) = decode_all(data, cfg.max_payload);
-    let mut dedup = NaiveDedup::new(cfg.window, cfg.stale);
+    let mut dedup = NaiveDedup::new(cfg.window, cfg.stale, WindowLimits::OFF);
     let mut stats = PipelineStats::default();
     let mut out = Vec::new();
     let mut batches = Vec::new();

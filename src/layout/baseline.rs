@@ -11,6 +11,7 @@ use super::Engine;
 use crate::batch::FrameSink;
 use crate::decode::Decoder;
 use crate::dedup::naive::NaiveDedup;
+use crate::dedup::WindowLimits;
 use crate::pipeline::{Config, PipelineStats, Summary};
 use crate::validate::scalar::is_valid;
 
@@ -66,7 +67,7 @@ impl Baseline {
             batch: Vec::new(),
             valid: Vec::new(),
             forward: Vec::new(),
-            dedup: NaiveDedup::new(cfg.window, cfg.stale),
+            dedup: NaiveDedup::new(cfg.window, cfg.stale, WindowLimits::OFF),
             stats: PipelineStats::default(),
         }
     }
@@ -113,7 +114,7 @@ impl Engine for Baseline {
         Ok(())
     }
     fn reset_window(&mut self) {
-        self.dedup = NaiveDedup::new(self.cfg.window, self.cfg.stale);
+        self.dedup = NaiveDedup::new(self.cfg.window, self.cfg.stale, WindowLimits::OFF);
     }
     fn summary(&self) -> Summary {
         Summary::new(self.decoder.stats(), self.stats)
