@@ -213,21 +213,29 @@ impl SatWindow {
         self.ring[slot / 64] |= 1 << (slot % 64);
     }
 
-    /// Regrows the ring to `words` (a larger power of two), keeping its
-    /// members: each set slot holds the seq congruent to it in `(high - R, high]`.
-    fn grow(&mut self, words: usize) {
+    /// Regrows the ring to `words` (a larger power of two) and moves `high`
+    /// to `new_high` at once: each set slot of the old ring holds the seq
+    /// congruent to it in `(high - R_old, high]`, and is kept if inside
+    /// `(new_high - R_new, new_high]`. The new ring starts clear, so nothing
+    /// needs clearing for the seqs entering `(high, new_high]`.
+    fn grow(&mut self, words: usize, new_high: u64) {
         debug_assert!(words > self.ring.len() && words.is_power_of_two());
+        debug_assert!(new_high >= self.high);
         let old = std::mem::replace(&mut self.ring, vec![0; words].into_boxed_slice());
-        let old_mask = old.len() as u64 * 64 - 1;
+        let old_mask = (old.len() as u64 * 64).wrapping_sub(1);
+        let new_bits = words as u64 * 64;
         for (w, &word) in old.iter().enumerate() {
             let mut bits = word;
             while bits != 0 {
                 let k = w as u64 * 64 + u64::from(bits.trailing_zeros());
                 bits &= bits - 1;
                 let q = self.high.wrapping_sub(self.high.wrapping_sub(k) & old_mask);
-                self.insert(q);
+                if new_high.wrapping_sub(q) < new_bits {
+                    self.insert(q);
+                }
             }
         }
+        self.high = new_high;
     }
 
     /// Clears the slots of seqs `(self.high, new_high]` and moves `high`.
@@ -658,7 +666,7 @@ impl Window {
             }
             let words = p.need(top - low);
             if words > state.ring.len() {
-                state.grow(words);
+                state.grow(words, top);
             }
             state.low = low;
         }
