@@ -18,7 +18,7 @@ use criterion::{
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::Decoder;
 use meridian_pipeline::dedup::naive::NaiveDedup;
-use meridian_pipeline::dedup::{Dedup, SortUnique, StalePolicy, DEFAULT_WINDOW};
+use meridian_pipeline::dedup::{Dedup, SortUnique, StalePolicy, WindowLimits, DEFAULT_WINDOW};
 use meridian_pipeline::forward::write_rows;
 use meridian_pipeline::harness::gen::{capture, GenConfig};
 use meridian_pipeline::harness::layout::{run_all, Layout};
@@ -230,8 +230,8 @@ fn stage_dedup(c: &mut Criterion) {
         Vec::new(),
         Vec::new(),
     );
-    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
-    let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
+    let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
     for ((batch, mask), v) in all.iter().zip(&all_masks).zip(&valid) {
         sorter.run(batch, mask, &mut x);
         hashset_dedup(batch, mask, &mut seen, &mut y);
@@ -271,7 +271,8 @@ fn stage_dedup(c: &mut Criterion) {
     });
     g.bench_function("dedup/naive+window", |b| {
         b.iter(|| {
-            let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+            let mut naive =
+                NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
             for v in &valid {
                 black_box(naive.run(black_box(v)));
             }
@@ -284,7 +285,7 @@ fn stage_forward(c: &mut Criterion) {
     let data = workload(FRAMES, (16, 128));
     let all = batches(&data, 1000);
     let all_masks = masks(&all);
-    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward);
+    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
     let lists: Vec<Vec<u32>> = all
         .iter()
         .zip(&all_masks)

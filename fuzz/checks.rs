@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use arbitrary::Arbitrary;
 use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::{Decoder, FrameReader};
-use meridian_pipeline::dedup::StalePolicy;
+use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
 use meridian_pipeline::harness::reference;
 use meridian_pipeline::wire::{encode_frame, Header, HEADER_LEN};
 use meridian_pipeline::{process_stream, BatchProcessor, Config};
@@ -77,7 +77,7 @@ fn decode_split(
 /// Arbitrary bytes into the streaming decoder. The first two bytes choose
 /// the max payload and the batch limit, the next 16 the read sizes; the
 /// whole input is the stream.
-pub fn check_decode(data: &[u8]) {
+pub(crate) fn check_decode(data: &[u8]) {
     let max_payload = if data.first().is_some_and(|b| b & 1 == 1) {
         64
     } else {
@@ -136,7 +136,7 @@ pub fn check_decode(data: &[u8]) {
 /// One frame of a fuzzed stream; small ranges so copies, windows and stale
 /// keys happen often.
 #[derive(Debug, Arbitrary)]
-pub struct FuzzFrame {
+pub(crate) struct FuzzFrame {
     sat: u8,
     seq: u16,
     flags: u8,
@@ -147,7 +147,7 @@ pub struct FuzzFrame {
 
 /// Arbitrary frames and options for the whole pipeline.
 #[derive(Debug, Arbitrary)]
-pub struct PipelineInput {
+pub(crate) struct PipelineInput {
     frames: Vec<FuzzFrame>,
     batch_size: u8,
     window: u16,
@@ -158,7 +158,7 @@ pub struct PipelineInput {
 
 /// Encoded stream -> pipeline; the output equals the reference model's,
 /// counters add up, and each batch's forwarded frames ascend by (sat, seq).
-pub fn check_pipeline(input: &PipelineInput) -> u64 {
+pub(crate) fn check_pipeline(input: &PipelineInput) -> u64 {
     let mut stream = Vec::new();
     for f in &input.frames {
         stream.extend_from_slice(&f.garbage);
@@ -181,6 +181,7 @@ pub fn check_pipeline(input: &PipelineInput) -> u64 {
         } else {
             StalePolicy::Forward
         },
+        limits: WindowLimits::OFF,
     };
     let (want, want_summary, _) = reference::run(&stream, &cfg);
     let mut got = Vec::new();

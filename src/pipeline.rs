@@ -38,7 +38,7 @@ use serde::Serialize;
 
 use crate::batch::{Batch, Rows};
 use crate::decode::{DecodeStats, Decoder, FrameReader, DEFAULT_READ_CHUNK};
-use crate::dedup::{Dedup, StalePolicy, DEFAULT_WINDOW, MAX_WINDOW};
+use crate::dedup::{Dedup, StalePolicy, WindowLimits, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::stage::{drive, BatchStages, Probe};
 use crate::wire::{DEFAULT_MAX_PAYLOAD, OVERHEAD};
 use crate::{forward, validate};
@@ -63,6 +63,10 @@ pub struct Config {
     pub max_payload: u16,
     /// What to do with stale keys.
     pub stale: StalePolicy,
+    /// The window's defences against hostile or broken input and its memory
+    /// budget. [`WindowLimits::OFF`] (the default, and `process`'s unless
+    /// flags say otherwise) keeps the plain window semantics.
+    pub limits: WindowLimits,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             max_sat: DEFAULT_MAX_SAT,
             max_payload: DEFAULT_MAX_PAYLOAD,
             stale: StalePolicy::Forward,
+            limits: WindowLimits::OFF,
         }
     }
 }
@@ -136,6 +141,14 @@ pub struct PipelineStats {
     pub forwarded_bytes: u64,
     /// Batches processed (counted by the stage driver).
     pub batches: u64,
+    /// Keys too far above their satellite's highest seq (`--max-seq-jump`):
+    /// dropped, the window not moved.
+    pub suspect: u64,
+    /// Satellites whose window moved to where their keys kept landing
+    /// (`--reanchor-after`).
+    pub reanchors: u64,
+    /// Satellites whose window state was forgotten to stay within `--window-memory`.
+    pub evicted_sats: u64,
 }
 
 /// The summary `process` prints: decode and pipeline counters together,
@@ -173,7 +186,7 @@ impl BatchProcessor {
         BatchProcessor {
             cfg,
             mask: Vec::with_capacity(validate::mask_words(cfg.batch_size)),
-            dedup: Dedup::new(cfg.window, cfg.stale),
+            dedup: Dedup::new(cfg.window, cfg.stale, cfg.limits),
             row_ids: Vec::with_capacity(cfg.batch_size),
             stats: PipelineStats::default(),
         }
@@ -250,6 +263,9 @@ impl<R: Rows + ?Sized, W: Write + ?Sized> BatchStages for Bound<'_, R, W> {
         s.stats.duplicates += counts.duplicates;
         s.stats.stale += counts.stale;
         s.stats.late += counts.late;
+        s.stats.suspect += counts.suspect;
+        s.stats.reanchors += counts.reanchors;
+        s.stats.evicted_sats += counts.evicted_sats;
     }
 
     #[inline(never)]

@@ -7,7 +7,7 @@ use meridian_pipeline::batch::Batch;
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
-use meridian_pipeline::dedup::{Dedup, DedupCounts, StalePolicy};
+use meridian_pipeline::dedup::{Dedup, DedupCounts, StalePolicy, WindowLimits};
 use meridian_pipeline::harness::reference;
 use meridian_pipeline::validate::{scalar, set_bits, simd};
 use meridian_pipeline::{process_stream, Config};
@@ -107,8 +107,8 @@ proptest! {
         base in prop_oneof![Just(0u64), any::<u64>()],
     ) {
         let stale = if drop { StalePolicy::Drop } else { StalePolicy::Forward };
-        let mut fast = Dedup::new(width, stale);
-        let mut naive = NaiveDedup::new(width, stale);
+        let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
+        let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
         let mut forward = Vec::new();
         for (k, rows) in batches.iter().enumerate() {
             let mut batch = Batch::default();

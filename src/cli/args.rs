@@ -2,7 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 
-use meridian_pipeline::dedup::{StalePolicy, MAX_WINDOW};
+use meridian_pipeline::dedup::{StalePolicy, WindowLimits, MAX_WINDOW};
 use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::harness::layout::Layout;
 use meridian_pipeline::pipeline::{Config, DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAT, MAX_BATCH_SIZE};
@@ -51,17 +51,52 @@ pub(crate) struct PipelineArgs {
     /// What to do with stale frames (older than the window): forward or drop.
     #[arg(long, value_enum, default_value_t = StalePolicy::Forward)]
     pub(crate) stale: StalePolicy,
+    /// A frame more than N above its satellite's highest seq is counted suspect,
+    /// dropped, and does not move the window; 0 = off [default: serve 1048576,
+    /// process and run off].
+    #[arg(long, value_name = "N")]
+    pub(crate) max_seq_jump: Option<u64>,
+    /// A satellite whose frames land outside its window N times in a row (and
+    /// close to each other) re-anchors there; 0 = off [default: serve 64,
+    /// process and run off].
+    #[arg(long, value_name = "N")]
+    pub(crate) reanchor_after: Option<u32>,
+    /// Memory for the window's state, in MiB; beyond it the least recently
+    /// active satellites are forgotten [default: serve 256, process and run
+    /// unlimited].
+    #[arg(long, value_name = "MIB", value_parser = clap::value_parser!(u64).range(1..=1 << 20))]
+    pub(crate) window_memory: Option<u64>,
 }
 
 impl PipelineArgs {
-    pub(crate) fn config(&self) -> Config {
+    /// The pipeline options, with the window limits of `defaults` where no
+    /// flag was given.
+    pub(crate) fn config_with(&self, defaults: WindowLimits) -> Config {
+        let mut limits = defaults;
+        if let Some(j) = self.max_seq_jump {
+            limits.max_seq_jump = j;
+        }
+        if let Some(n) = self.reanchor_after {
+            limits.reanchor_after = n;
+        }
+        if let Some(mib) = self.window_memory {
+            limits.memory_budget = (mib as usize) << 20;
+            limits.lazy_rings = true;
+        }
         Config {
             batch_size: self.batch_size as usize,
             window: self.window,
             max_sat: self.max_sat,
             max_payload: self.max_payload,
             stale: self.stale,
+            limits,
         }
+    }
+
+    /// The pipeline options of `process` and `run`: today's exact window
+    /// semantics unless a limit flag is given.
+    pub(crate) fn config(&self) -> Config {
+        self.config_with(WindowLimits::OFF)
     }
 }
 

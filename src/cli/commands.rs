@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
-use meridian_pipeline::dedup::StalePolicy;
+use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
 use meridian_pipeline::harness::gen;
 use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
 use meridian_pipeline::net::serve::{self, ServeConfig, Target};
@@ -145,7 +145,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
         (None, None) => unreachable!("clap requires --forward or --out"),
     };
     let cfg = ServeConfig {
-        pipeline: args.pipeline.config(),
+        pipeline: args.pipeline.config_with(WindowLimits::SERVICE),
         target,
         max_delay: Duration::from_millis(args.max_delay_ms),
         max_connections: args.max_connections as usize,

@@ -8,6 +8,9 @@
 //!    it was at the start of the batch.
 //!
 //! [`naive`] is the twin of both, with a `HashSet` and a `BTreeMap`.
+//!
+//! The window's hardening ([`WindowLimits`]: suspect jumps, re-anchoring,
+//! lazy rings, a memory budget) is described in [`window`].
 
 pub mod naive;
 pub mod sort_unique;
@@ -16,7 +19,7 @@ pub mod window;
 use crate::batch::Rows;
 
 pub use sort_unique::SortUnique;
-pub use window::{StalePolicy, Window, DEFAULT_WINDOW, MAX_WINDOW};
+pub use window::{StalePolicy, Window, WindowLimits, DEFAULT_WINDOW, MAX_WINDOW};
 
 impl clap::ValueEnum for StalePolicy {
     fn value_variants<'a>() -> &'a [Self] {
@@ -42,6 +45,14 @@ pub struct DedupCounts {
     pub stale: u64,
     /// Keys below the window's high mark, not seen before, forwarded.
     pub late: u64,
+    /// Keys more than [`WindowLimits::max_seq_jump`] above their satellite's
+    /// high mark: dropped, and the window did not move.
+    pub suspect: u64,
+    /// Satellites re-anchored after [`WindowLimits::reanchor_after`]
+    /// consistent keys outside their window (each completing key forwarded).
+    pub reanchors: u64,
+    /// Satellites whose state was evicted to fit [`WindowLimits::memory_budget`].
+    pub evicted_sats: u64,
 }
 
 impl DedupCounts {
@@ -50,6 +61,9 @@ impl DedupCounts {
         self.duplicates += other.duplicates;
         self.stale += other.stale;
         self.late += other.late;
+        self.suspect += other.suspect;
+        self.reanchors += other.reanchors;
+        self.evicted_sats += other.evicted_sats;
     }
 }
 
@@ -62,13 +76,19 @@ pub struct Dedup {
 }
 
 impl Dedup {
-    /// A dedup stage with an empty window of `window` sequence numbers per satellite.
-    pub fn new(window: u64, stale: StalePolicy) -> Dedup {
+    /// A dedup stage with an empty window of `window` sequence numbers per
+    /// satellite, hardened by `limits` ([`WindowLimits::OFF`]: not at all).
+    pub fn new(window: u64, stale: StalePolicy, limits: WindowLimits) -> Dedup {
         Dedup {
             sorter: SortUnique::default(),
             survivors: Vec::new(),
-            window: Window::new(window, stale),
+            window: Window::new(window, stale, limits),
         }
+    }
+
+    /// The cross-batch window (its tracked bytes, its satellites).
+    pub fn window(&self) -> &Window {
+        &self.window
     }
 
     /// Forgets the window state, keeping its memory.

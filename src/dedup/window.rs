@@ -1,25 +1,88 @@
-//! The cross-batch dedup window, per satellite.
+//! The cross-batch dedup window, per satellite, hardened by [`WindowLimits`].
 //!
-//! For each satellite, `H` is the highest seq forwarded so far and `S` the
-//! seqs forwarded within `(H - W, H]`. Against the state at the start of the
-//! batch, each surviving key is:
-//! - new (no state for the sat, or `seq > H`): forwarded;
-//! - stale (`H >= W` and `seq <= H - W`, i.e. `H - seq >= W`): counted, and
-//!   forwarded unless the policy is [`StalePolicy::Drop`];
+//! # Classification
+//! For each satellite, `H` is the high mark, `S` the member seqs within
+//! `(H - W, H]`, `J` = [`WindowLimits::max_seq_jump`]. A batch's surviving
+//! keys of one satellite are taken in ascending seq order and classified
+//! against the satellite's state as it was at the start of the batch (or at
+//! its last anchoring, below):
+//! - suspect (`J > 0` and `seq > H + J`): counted, dropped, and moves nothing;
+//! - new (`seq > H`, within the jump): forwarded;
+//! - stale (`H - seq >= W`): counted, and forwarded unless the policy is
+//!   [`StalePolicy::Drop`];
 //! - in `S`: a duplicate, dropped;
 //! - otherwise: forwarded and counted late.
 //!
 //! After the batch, `H = max(H, forwarded seqs)` and `S = (S + forwarded seqs)`
 //! within `(H - W, H]`.
 //!
+//! # Anchoring
+//! A satellite with no state (never seen, evicted, or after [`Window::reset`])
+//! is anchored at its lowest key of the batch: that key is forwarded as new
+//! and counted nowhere, the state becomes `H` = that key, `S` = {that key}
+//! (empty if `W = 0`), and the batch's other keys of the satellite are
+//! classified against that state (so with `J > 0` a key more than `J` above
+//! it is suspect).
+//!
+//! # Re-anchoring (`N` = [`WindowLimits::reanchor_after`] > 0)
+//! Each satellite has a run: the keys, in (sat, seq) order within a batch and
+//! batch after batch, that landed outside its window (suspect or stale). A
+//! key inside the window (new, late or duplicate) empties the run. An outside
+//! key joins the run when the run is not empty and the key is less than
+//! `max(W, 1)` seqs away from the run's first key; otherwise it starts a new
+//! run at itself. The key that makes the run `N` long completes it:
+//! - it is forwarded, whatever the stale policy, and counted only in
+//!   `reanchors` (not suspect, not stale);
+//! - the earlier keys of the run keep the verdict and count they got;
+//! - the satellite's state is discarded (including what earlier keys of the
+//!   same batch would have added to it) and anchored at the run: `H` = the
+//!   run's highest seq, `S` = the run's seqs within `(H - W, H]` (so a later
+//!   copy of a run key, even one dropped as suspect, is a duplicate), run
+//!   emptied;
+//! - the satellite's remaining keys of the batch are classified against the
+//!   new state.
+//!
+//! This heals a poisoned high mark, a counter restart and an outage longer
+//! than `J`. Its limit: any `N` consecutive outside keys re-anchor, so a
+//! replay of at least `N` old frames of one satellite with no current frame
+//! between them (in (sat, seq) order) moves the window to the replayed seqs.
+//!
 //! # Ring layout
-//! `S` is a ring bitmap of `R` bits, `R` the power of two at least `W` (and at
-//! least 64). Seq `q` lives at bit `q & (R - 1)`; slot `k` is bit `k % 64` of
-//! word `k / 64`. Two seqs inside one window are less than `W <= R` apart, so
-//! they never share a slot. When `H` advances, the slots of the seqs entering
-//! `(H_old, H_new]` are cleared first: they held seqs at least `R` lower,
-//! which have left the window. Membership is then one bit test, and the ring
-//! is allocated once per satellite, when the satellite is first seen.
+//! `S` is a ring bitmap of `R` bits, `R` a power of two from 64 up to the full
+//! ring (the power of two at least `W`, at least 64). Seq `q` lives at bit
+//! `q & (R - 1)`; slot `k` is bit `k % 64` of word `k / 64`. The ring's set
+//! bits are exactly the remembered seqs within `(H - R, H]`: when `H`
+//! advances, the slots of the seqs entering `(H_old, H_new]` are cleared
+//! first, since they held seqs at least `R` lower.
+//!
+//! Rings are lazy when [`WindowLimits::lazy_rings`] is set. `L`, the lowest
+//! seq remembered since the satellite was (re-)anchored, only falls and `H`
+//! only rises, so the ring needs [`ring_words_for`]`(H - L, W)` words and
+//! grows (doubling, rehashing its set bits) as that spread grows. Every
+//! member is at least `L > H - R`, so a key at `R` or more below `H` is not
+//! a member, and the membership test is `H - q < R` and one bit: the same
+//! answer as a full ring. A ring never shrinks while its satellite has an
+//! entry (not at re-anchoring, not at [`Window::reset`]); eviction frees it.
+//!
+//! # Memory budget ([`WindowLimits::memory_budget`])
+//! A satellite's tracked bytes are [`sat_bytes`]`(ring words, run length)`:
+//! [`SAT_OVERHEAD`] plus 8 bytes per ring word and per key held in its run.
+//! The window keeps their sum. Every batch advances a batch counter, and a
+//! satellite's activity is the last batch in which it had a key. Satellites
+//! are updated in ascending id order; after each satellite's update, and once
+//! more at the end of the batch, while the sum exceeds the budget a victim is
+//! evicted (its state and ring freed, counted `evicted_sats`). The victim is
+//! the first by (activity, id) among the satellites other than the one just
+//! updated and other than the batch's satellites not yet updated: that is,
+//! satellites without a key in this batch, oldest first, then the batch's
+//! satellites already updated, lowest id first (at the end of the batch, all
+//! of them). So a batch's results never depend on the budget, and after every
+//! batch the sum is within budget. During a batch it can exceed the budget
+//! when the satellite just updated and the batch's satellites not yet updated
+//! do not fit together, until the end of the batch.
+//!
+//! An evicted satellite starts over with no state: a copy of a frame
+//! forwarded before its eviction is forwarded again.
 
 use rustc_hash::FxHashMap;
 
@@ -31,6 +94,10 @@ pub const MAX_WINDOW: u64 = 1 << 24;
 /// Default `--window`.
 pub const DEFAULT_WINDOW: u64 = 65_536;
 
+/// Tracked bytes per satellite besides its ring and run: its map entry and
+/// state (about 90 bytes) with slack for the hash table's spare capacity.
+pub const SAT_OVERHEAD: usize = 128;
+
 /// What to do with a stale key.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub enum StalePolicy {
@@ -41,15 +108,99 @@ pub enum StalePolicy {
     Drop,
 }
 
+/// Limits that keep hostile or broken satellites from poisoning the window
+/// or exhausting memory. See the module documentation for the exact rules.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WindowLimits {
+    /// A key more than this above its satellite's high mark is suspect:
+    /// counted, dropped, and it does not move the window. 0: no limit.
+    pub max_seq_jump: u64,
+    /// A satellite re-anchors at this many consecutive, mutually consistent
+    /// keys outside its window. 0: never.
+    pub reanchor_after: u32,
+    /// Tracked bytes of all satellites' state above which the least recently
+    /// active satellites are evicted. `usize::MAX`: no limit.
+    pub memory_budget: usize,
+    /// True: a satellite's ring starts at one word and grows with the spread
+    /// of seqs it remembers. False: every satellite gets the full ring when
+    /// first seen, and no ring grows afterwards.
+    pub lazy_rings: bool,
+}
+
+impl WindowLimits {
+    /// No limits: exactly the unhardened window (full rings, no suspects, no
+    /// re-anchoring, no eviction).
+    pub const OFF: WindowLimits = WindowLimits {
+        max_seq_jump: 0,
+        reanchor_after: 0,
+        memory_budget: usize::MAX,
+        lazy_rings: false,
+    };
+    /// The service's limits: jumps above 2^20 seqs are suspect, 64 consistent
+    /// outside keys re-anchor, lazy rings, 256 MiB of window state.
+    pub const SERVICE: WindowLimits = WindowLimits {
+        max_seq_jump: 1 << 20,
+        reanchor_after: 64,
+        memory_budget: 256 << 20,
+        lazy_rings: true,
+    };
+}
+
+impl Default for WindowLimits {
+    /// [`WindowLimits::OFF`].
+    fn default() -> WindowLimits {
+        WindowLimits::OFF
+    }
+}
+
+/// Words of the full ring for a window `width` seqs wide: the power of two
+/// of bits at least `width` and at least 64, over 64.
+pub fn full_ring_words(width: u64) -> usize {
+    (width.min(MAX_WINDOW).next_power_of_two().max(64) / 64) as usize
+}
+
+/// Words of a lazy ring that must hold seqs spread over `span + 1` values
+/// (the high mark minus the lowest remembered seq): the smallest power of
+/// two `n` with `64 * n > span`, at most [`full_ring_words`]`(width)`.
+pub fn ring_words_for(span: u64, width: u64) -> usize {
+    let full = full_ring_words(width);
+    if span >= full as u64 * 64 {
+        full
+    } else {
+        ((span / 64 + 1) as usize).next_power_of_two().min(full)
+    }
+}
+
+/// Tracked bytes of one satellite with a ring of `ring_words` words and
+/// `run_len` keys in its run: [`SAT_OVERHEAD`] + 8 per word and per key.
+pub fn sat_bytes(ring_words: usize, run_len: usize) -> usize {
+    SAT_OVERHEAD.saturating_add(ring_words.saturating_add(run_len).saturating_mul(8))
+}
+
 #[derive(Debug, Clone)]
 struct SatWindow {
-    /// False until the satellite's first forwarded key, and again after a reset.
+    /// False until the satellite is anchored, and again after a reset.
     live: bool,
     high: u64,
+    /// Lowest seq remembered since the last anchoring (`high` if none).
+    low: u64,
+    /// Last batch with a key of this satellite.
+    last_active: u64,
     ring: Box<[u64]>,
+    /// Consecutive outside keys, first one first.
+    run: Vec<u64>,
 }
 
 impl SatWindow {
+    fn bytes(&self) -> usize {
+        sat_bytes(self.ring.len(), self.run.len())
+    }
+
+    #[inline]
+    fn ring_bits(&self) -> u64 {
+        self.ring.len() as u64 * 64
+    }
+
     #[inline]
     fn contains(&self, q: u64) -> bool {
         let slot = (q as usize) & (self.ring.len() * 64 - 1);
@@ -62,15 +213,40 @@ impl SatWindow {
         self.ring[slot / 64] |= 1 << (slot % 64);
     }
 
+    /// Regrows the ring to `words` (a larger power of two) and moves `high`
+    /// to `new_high` at once: each set slot of the old ring holds the seq
+    /// congruent to it in `(high - R_old, high]`, and is kept if inside
+    /// `(new_high - R_new, new_high]`. The new ring starts clear, so nothing
+    /// needs clearing for the seqs entering `(high, new_high]`.
+    fn grow(&mut self, words: usize, new_high: u64) {
+        debug_assert!(words > self.ring.len() && words.is_power_of_two());
+        debug_assert!(new_high >= self.high);
+        let old = std::mem::replace(&mut self.ring, vec![0; words].into_boxed_slice());
+        let old_mask = (old.len() as u64 * 64).wrapping_sub(1);
+        let new_bits = words as u64 * 64;
+        for (w, &word) in old.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let k = w as u64 * 64 + u64::from(bits.trailing_zeros());
+                bits &= bits - 1;
+                let q = self.high.wrapping_sub(self.high.wrapping_sub(k) & old_mask);
+                if new_high.wrapping_sub(q) < new_bits {
+                    self.insert(q);
+                }
+            }
+        }
+        self.high = new_high;
+    }
+
     /// Clears the slots of seqs `(self.high, new_high]` and moves `high`.
     fn advance(&mut self, new_high: u64) {
         debug_assert!(new_high >= self.high);
-        let bits = self.ring.len() as u64 * 64;
+        let bits = self.ring_bits();
         let mut count = new_high - self.high;
         if count >= bits {
             self.ring.fill(0);
         } else {
-            let mut slot = ((self.high + 1) & (bits - 1)) as usize;
+            let mut slot = ((self.high.wrapping_add(1)) & (bits - 1)) as usize;
             while count > 0 {
                 let (word, bit) = (slot / 64, slot % 64);
                 let take = (64 - bit as u64).min(count);
@@ -88,31 +264,106 @@ impl SatWindow {
     }
 }
 
+/// The window's settings, copied out for the per-satellite update.
+#[derive(Debug, Clone, Copy)]
+struct Params {
+    width: u64,
+    stale_forwards: bool,
+    /// `max_seq_jump`, or `u64::MAX` when it is 0 (no key is that far above).
+    jump: u64,
+    reanchor: usize,
+    lazy: bool,
+    full_words: usize,
+}
+
+impl Params {
+    /// Words the ring needs for a spread of `span`.
+    #[inline]
+    fn need(&self, span: u64) -> usize {
+        if self.lazy {
+            ring_words_for(span, self.width)
+        } else {
+            self.full_words
+        }
+    }
+}
+
+/// What a key is against its satellite's state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    Suspect,
+    New,
+    Stale,
+    Seen,
+    Late,
+}
+
 /// Per-satellite window state.
 #[derive(Debug, Clone)]
 pub struct Window {
-    width: u64,
-    ring_words: usize,
-    stale: StalePolicy,
+    limits: WindowLimits,
+    params: Params,
     /// Fx hashing: a satellite id is one multiply away from its slot, and the
     /// map is asked once per satellite run of every batch.
     sats: FxHashMap<u32, SatWindow>,
+    /// Sum of the satellites' [`sat_bytes`].
+    bytes: usize,
+    /// Batches applied so far.
+    batch: u64,
+    /// Eviction scratch, filled only when the budget is exceeded: the batch's
+    /// satellites in ascending order, and the other satellites by (activity, id).
+    batch_sats: Vec<u32>,
+    victims: Vec<(u64, u32)>,
+    victims_built: bool,
+    next_victim: usize,
+    next_batch_victim: usize,
 }
 
 impl Window {
-    /// An empty window `width` seqs wide per satellite.
+    /// An empty window `width` seqs wide per satellite, with `limits`.
     ///
     /// # Panics
     /// When `width` exceeds [`MAX_WINDOW`] (the CLI rejects it before).
-    pub fn new(width: u64, stale: StalePolicy) -> Window {
+    pub fn new(width: u64, stale: StalePolicy, limits: WindowLimits) -> Window {
         assert!(width <= MAX_WINDOW, "window {width} exceeds {MAX_WINDOW}");
-        let ring_bits = width.next_power_of_two().max(64);
         Window {
-            width,
-            ring_words: (ring_bits / 64) as usize,
-            stale,
+            limits,
+            params: Params {
+                width,
+                stale_forwards: stale == StalePolicy::Forward,
+                jump: if limits.max_seq_jump == 0 {
+                    u64::MAX
+                } else {
+                    limits.max_seq_jump
+                },
+                reanchor: limits.reanchor_after as usize,
+                lazy: limits.lazy_rings,
+                full_words: full_ring_words(width),
+            },
             sats: FxHashMap::default(),
+            bytes: 0,
+            batch: 0,
+            batch_sats: Vec::new(),
+            victims: Vec::new(),
+            victims_built: false,
+            next_victim: 0,
+            next_batch_victim: 0,
         }
+    }
+
+    /// The limits this window applies.
+    pub fn limits(&self) -> WindowLimits {
+        self.limits
+    }
+
+    /// Tracked bytes of all satellites' state (see [`sat_bytes`]).
+    pub fn tracked_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Satellites with an entry (state, or a ring kept over a reset).
+    pub fn satellites(&self) -> usize {
+        self.sats.len()
     }
 
     /// Classifies `survivors` (rows sorted by (sat, seq), one per key) against
@@ -123,8 +374,11 @@ impl Window {
         survivors: &[u32],
         forward: &mut Vec<u32>,
     ) -> DedupCounts {
+        self.batch += 1;
+        self.victims_built = false;
         let mut counts = DedupCounts::default();
         let mut rest = survivors;
+        let mut index = 0;
         while let Some(&first) = rest.first() {
             let s = rows.sat(first as usize);
             let run_len = rest
@@ -136,67 +390,292 @@ impl Window {
             debug_assert!(run
                 .windows(2)
                 .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
-            let from = forward.len();
-            let ring_words = self.ring_words;
-            let state = self.sats.entry(s).or_insert_with(|| SatWindow {
-                live: false,
-                high: 0,
-                ring: vec![0; ring_words].into_boxed_slice(),
-            });
-            if state.live {
-                // Branch-free: copies and late keys are common and come in
-                // no pattern a predictor could learn, so every key takes the
-                // same path and the classification becomes arithmetic. The
-                // ring lookup is always in bounds, so it is made for all keys.
-                let h0 = state.high;
-                let stale_forwards = self.stale == StalePolicy::Forward;
-                forward.resize(from + run.len(), 0);
-                let mut kept = from;
-                let mut top = h0;
-                for &r in run {
-                    let q = rows.seq(r as usize);
-                    let newer = q > h0;
-                    let stale = !newer & (h0.wrapping_sub(q) >= self.width);
-                    let seen = !newer & !stale & state.contains(q);
-                    let late = !newer & !stale & !seen;
-                    let keep = newer | late | (stale & stale_forwards);
-                    counts.stale += u64::from(stale);
-                    counts.duplicates += u64::from(seen);
-                    counts.late += u64::from(late);
-                    forward[kept] = r;
-                    kept += usize::from(keep);
-                    // Seqs ascend within the run: the last kept one is the highest.
-                    top = if keep { top.max(q) } else { top };
-                }
-                forward.truncate(kept);
-                if top > h0 {
-                    state.advance(top);
-                }
-            } else {
-                // No state: every key is new. The ring is all clear.
-                forward.extend_from_slice(run);
-                state.live = true;
-                state.high = rows.seq(*run.last().expect("runs are not empty") as usize);
+            let mut old_bytes = 0;
+            let state = self
+                .sats
+                .entry(s)
+                .and_modify(|st| old_bytes = st.bytes())
+                .or_insert_with(|| SatWindow {
+                    live: false,
+                    high: 0,
+                    low: 0,
+                    last_active: 0,
+                    ring: Box::new([]),
+                    run: Vec::new(),
+                });
+            state.last_active = self.batch;
+            Self::update(state, self.params, rows, run, forward, &mut counts);
+            self.bytes = self.bytes - old_bytes + state.bytes();
+            if self.bytes > self.limits.memory_budget {
+                self.fit(Some(index), survivors, rows, &mut counts);
             }
-            Self::remember(state, self.width, rows, &forward[from..]);
+            index += 1;
+        }
+        if self.bytes > self.limits.memory_budget {
+            self.fit(None, survivors, rows, &mut counts);
         }
         counts
     }
 
     /// Forgets every satellite's state, as if no frame had been seen, but
     /// keeps the rings' memory (a throughput run replays its input this way).
+    /// Activity and the batch counter are kept; the rings stay tracked.
     pub fn reset(&mut self) {
+        self.bytes = 0;
         for state in self.sats.values_mut() {
             state.live = false;
             state.ring.fill(0);
+            state.run.clear();
+            self.bytes += state.bytes();
         }
     }
 
-    /// Sets the bits of the forwarded seqs that are inside `(high - W, high]`.
-    fn remember<R: Rows + ?Sized>(state: &mut SatWindow, width: u64, rows: &R, forwarded: &[u32]) {
+    /// Evicts satellites until the tracked bytes fit the budget or no victim
+    /// is left. `current`: the index, among the batch's satellites, of the one
+    /// just updated (`None` at the end of the batch).
+    fn fit<R: Rows + ?Sized>(
+        &mut self,
+        current: Option<usize>,
+        survivors: &[u32],
+        rows: &R,
+        counts: &mut DedupCounts,
+    ) {
+        if !self.victims_built {
+            self.victims_built = true;
+            self.batch_sats.clear();
+            for &r in survivors {
+                let s = rows.sat(r as usize);
+                if self.batch_sats.last() != Some(&s) {
+                    self.batch_sats.push(s);
+                }
+            }
+            self.victims.clear();
+            let batch_sats = &self.batch_sats;
+            self.victims.extend(
+                self.sats
+                    .iter()
+                    .filter(|(id, _)| batch_sats.binary_search(id).is_err())
+                    .map(|(&id, st)| (st.last_active, id)),
+            );
+            self.victims.sort_unstable();
+            self.next_victim = 0;
+            self.next_batch_victim = 0;
+        }
+        let updated = current.unwrap_or(self.batch_sats.len());
+        while self.bytes > self.limits.memory_budget {
+            let id = if let Some(&(_, id)) = self.victims.get(self.next_victim) {
+                self.next_victim += 1;
+                id
+            } else if self.next_batch_victim < updated {
+                self.next_batch_victim += 1;
+                self.batch_sats[self.next_batch_victim - 1]
+            } else {
+                break;
+            };
+            if let Some(st) = self.sats.remove(&id) {
+                self.bytes -= st.bytes();
+                counts.evicted_sats += 1;
+            }
+        }
+    }
+
+    /// Discards `state` and anchors it at `keys` (not empty).
+    fn anchor(state: &mut SatWindow, p: Params, keys: &[u64]) {
+        let width = p.width;
+        let high = keys.iter().copied().max().unwrap_or(0);
+        let low = keys
+            .iter()
+            .copied()
+            .filter(|&q| high - q < width)
+            .min()
+            .unwrap_or(high);
+        let words = state.ring.len().max(p.need(high - low));
+        if words == state.ring.len() {
+            state.ring.fill(0);
+        } else {
+            state.ring = vec![0; words].into_boxed_slice();
+        }
+        state.live = true;
+        state.high = high;
+        state.low = low;
+        for &q in keys {
+            if high - q < width {
+                state.insert(q);
+            }
+        }
+    }
+
+    /// The class of `q` against `state`, high mark `h0`.
+    #[inline]
+    fn classify(state: &SatWindow, width: u64, jump: u64, h0: u64, q: u64) -> Class {
+        if q > h0 {
+            if q - h0 > jump {
+                Class::Suspect
+            } else {
+                Class::New
+            }
+        } else if h0 - q >= width {
+            Class::Stale
+        } else if h0 - q < state.ring_bits() && state.contains(q) {
+            Class::Seen
+        } else {
+            Class::Late
+        }
+    }
+
+    /// Classifies one satellite's keys of the batch (`run`, ascending), appends
+    /// the rows to forward and updates its state.
+    fn update<R: Rows + ?Sized>(
+        state: &mut SatWindow,
+        p: Params,
+        rows: &R,
+        run: &[u32],
+        forward: &mut Vec<u32>,
+        counts: &mut DedupCounts,
+    ) {
+        let (width, jump, stale_forwards, reanchor) =
+            (p.width, p.jump, p.stale_forwards, p.reanchor);
+        let mut keys = run;
+        if !state.live {
+            let (&r0, tail) = keys.split_first().expect("runs are not empty");
+            let q0 = rows.seq(r0 as usize);
+            Self::anchor(state, p, &[q0]);
+            state.run.clear();
+            forward.push(r0);
+            keys = tail;
+        }
+        loop {
+            let h0 = state.high;
+            let from = forward.len();
+            // Branch-free: copies and late keys are common and come in no
+            // pattern a predictor could learn, so every key takes the same
+            // path and the classification becomes arithmetic. The ring lookup
+            // is always in bounds, so it is made for all keys.
+            forward.resize(from + keys.len(), 0);
+            let mut kept = from;
+            let mut top = h0;
+            let ring_bits = state.ring_bits();
+            let mut c = DedupCounts::default();
+            for &r in keys {
+                let q = rows.seq(r as usize);
+                let newer = q > h0;
+                let suspect = newer & (q.wrapping_sub(h0) > jump);
+                let below = h0.wrapping_sub(q);
+                let stale = !newer & (below >= width);
+                let seen = !newer & !stale & (below < ring_bits) & state.contains(q);
+                let late = !newer & !stale & !seen;
+                let keep = (newer & !suspect) | late | (stale & stale_forwards);
+                c.suspect += u64::from(suspect);
+                c.stale += u64::from(stale);
+                c.duplicates += u64::from(seen);
+                c.late += u64::from(late);
+                forward[kept] = r;
+                kept += usize::from(keep);
+                // Seqs ascend within the run: the last kept one is the highest.
+                top = if keep { top.max(q) } else { top };
+            }
+            forward.truncate(kept);
+            if reanchor == 0 || (state.run.is_empty() && c.suspect + c.stale == 0) {
+                counts.add(c);
+                Self::commit(state, p, top, rows, &forward[from..]);
+                return;
+            }
+            // Outside keys with re-anchoring on: one key at a time.
+            forward.truncate(from);
+            let max_gap = width.max(1);
+            let mut reanchored = None;
+            for (i, &r) in keys.iter().enumerate() {
+                let q = rows.seq(r as usize);
+                let class = Self::classify(state, width, jump, h0, q);
+                if matches!(class, Class::Suspect | Class::Stale) {
+                    match state.run.first() {
+                        Some(&f) if q.abs_diff(f) < max_gap => state.run.push(q),
+                        _ => {
+                            state.run.clear();
+                            state.run.push(q);
+                        }
+                    }
+                    if state.run.len() >= reanchor {
+                        counts.reanchors += 1;
+                        forward.push(r);
+                        let keys_of_run = std::mem::take(&mut state.run);
+                        Self::anchor(state, p, &keys_of_run);
+                        state.run = keys_of_run;
+                        state.run.clear();
+                        reanchored = Some(i);
+                        break;
+                    }
+                } else {
+                    state.run.clear();
+                }
+                let keep = match class {
+                    Class::Suspect => {
+                        counts.suspect += 1;
+                        false
+                    }
+                    Class::New => true,
+                    Class::Stale => {
+                        counts.stale += 1;
+                        stale_forwards
+                    }
+                    Class::Seen => {
+                        counts.duplicates += 1;
+                        false
+                    }
+                    Class::Late => {
+                        counts.late += 1;
+                        true
+                    }
+                };
+                if keep {
+                    forward.push(r);
+                }
+            }
+            match reanchored {
+                Some(i) => keys = &keys[i + 1..],
+                None => {
+                    let top = forward[from..]
+                        .iter()
+                        .map(|&r| rows.seq(r as usize))
+                        .fold(h0, u64::max);
+                    Self::commit(state, p, top, rows, &forward[from..]);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Moves the high mark to `top` and remembers the `forwarded` rows' seqs
+    /// inside `(top - W, top]`, growing a lazy ring first if needed.
+    fn commit<R: Rows + ?Sized>(
+        state: &mut SatWindow,
+        p: Params,
+        top: u64,
+        rows: &R,
+        forwarded: &[u32],
+    ) {
+        let width = p.width;
+        // `low` only sizes a lazy ring: once the ring is full it is not needed.
+        if state.ring.len() < p.full_words {
+            let mut low = state.low;
+            for &r in forwarded {
+                let q = rows.seq(r as usize);
+                if top - q < width {
+                    low = low.min(q);
+                }
+            }
+            let words = p.need(top - low);
+            if words > state.ring.len() {
+                state.grow(words, top);
+            }
+            state.low = low;
+        }
+        if top > state.high {
+            state.advance(top);
+        }
         for &r in forwarded {
             let q = rows.seq(r as usize);
-            if state.high - q < width {
+            if top - q < width {
                 state.insert(q);
             }
         }

@@ -113,7 +113,7 @@ pub fn decode_all(data: &[u8], max_payload: u16) -> (Vec<Frame>, DecodeStats) {
 /// summary, and the forwarded frames batch by batch.
 pub fn run(data: &[u8], cfg: &Config) -> (Vec<u8>, Summary, Vec<Vec<Frame>>) {
     let (frames, dstats) = decode_all(data, cfg.max_payload);
-    let mut dedup = NaiveDedup::new(cfg.window, cfg.stale);
+    let mut dedup = NaiveDedup::new(cfg.window, cfg.stale, cfg.limits);
     let mut stats = PipelineStats::default();
     let mut out = Vec::new();
     let mut batches = Vec::new();
@@ -131,6 +131,9 @@ pub fn run(data: &[u8], cfg: &Config) -> (Vec<u8>, Summary, Vec<Vec<Frame>>) {
         stats.duplicates += counts.duplicates;
         stats.stale += counts.stale;
         stats.late += counts.late;
+        stats.suspect += counts.suspect;
+        stats.reanchors += counts.reanchors;
+        stats.evicted_sats += counts.evicted_sats;
         let mut forwarded = Vec::new();
         for r in rows {
             let f = &batch[r as usize];

@@ -3,14 +3,14 @@
 
 use std::io::{self, Read};
 
-use meridian_pipeline::dedup::StalePolicy;
+use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
 use meridian_pipeline::wire::{encode_frame, SYNC};
 use meridian_pipeline::Config;
 use proptest::prelude::*;
 
 /// A piece of an arbitrary stream.
 #[derive(Debug, Clone)]
-pub enum Piece {
+pub(crate) enum Piece {
     /// A well-formed frame.
     Frame {
         sat: u32,
@@ -38,7 +38,7 @@ pub enum Piece {
     },
 }
 
-pub fn piece() -> impl Strategy<Value = Piece> {
+pub(crate) fn piece() -> impl Strategy<Value = Piece> {
     let payload = || prop::collection::vec(any::<u8>(), 0..24);
     prop_oneof![
         8 => (0u32..6, 0u64..48, prop_oneof![4 => Just(0u8), 1 => Just(0x80u8), 1 => any::<u8>()], payload())
@@ -52,7 +52,7 @@ pub fn piece() -> impl Strategy<Value = Piece> {
     ]
 }
 
-pub fn encode(pieces: &[Piece]) -> Vec<u8> {
+pub(crate) fn encode(pieces: &[Piece]) -> Vec<u8> {
     let mut out = Vec::new();
     for p in pieces {
         match p {
@@ -93,11 +93,11 @@ pub fn encode(pieces: &[Piece]) -> Vec<u8> {
     out
 }
 
-pub fn stream() -> impl Strategy<Value = Vec<u8>> {
+pub(crate) fn stream() -> impl Strategy<Value = Vec<u8>> {
     prop::collection::vec(piece(), 0..80).prop_map(|p| encode(&p))
 }
 
-pub fn config() -> impl Strategy<Value = Config> {
+pub(crate) fn config() -> impl Strategy<Value = Config> {
     (
         1usize..12,
         0u64..40,
@@ -115,18 +115,19 @@ pub fn config() -> impl Strategy<Value = Config> {
             } else {
                 StalePolicy::Forward
             },
+            limits: WindowLimits::OFF,
         })
 }
 
 /// Hands out `data` in reads of the given sizes, cycling through them.
-pub struct Chunked<'a> {
+pub(crate) struct Chunked<'a> {
     pub data: &'a [u8],
     pub sizes: Vec<usize>,
     pub next: usize,
 }
 
 impl<'a> Chunked<'a> {
-    pub fn new(data: &'a [u8], sizes: Vec<usize>) -> Chunked<'a> {
+    pub(crate) fn new(data: &'a [u8], sizes: Vec<usize>) -> Chunked<'a> {
         assert!(!sizes.is_empty() && sizes.iter().all(|&s| s > 0));
         Chunked {
             data,

@@ -67,7 +67,7 @@ impl Baseline {
             batch: Vec::new(),
             valid: Vec::new(),
             forward: Vec::new(),
-            dedup: NaiveDedup::new(cfg.window, cfg.stale),
+            dedup: NaiveDedup::new(cfg.window, cfg.stale, cfg.limits),
             stats: PipelineStats::default(),
         }
     }
@@ -87,7 +87,7 @@ impl Engine for Baseline {
         drive(&mut BaselineBatch { engine: self, out }, probe)
     }
     fn reset_window(&mut self) {
-        self.dedup = NaiveDedup::new(self.cfg.window, self.cfg.stale);
+        self.dedup = NaiveDedup::new(self.cfg.window, self.cfg.stale, self.cfg.limits);
     }
     fn summary(&self) -> Summary {
         Summary::new(self.decoder.stats(), self.stats)
@@ -121,6 +121,9 @@ impl BatchStages for BaselineBatch<'_> {
         e.stats.duplicates += counts.duplicates;
         e.stats.stale += counts.stale;
         e.stats.late += counts.late;
+        e.stats.suspect += counts.suspect;
+        e.stats.reanchors += counts.reanchors;
+        e.stats.evicted_sats += counts.evicted_sats;
         // NaiveDedup hands back the survivors sorted by (sat, seq).
         e.forward = rows.iter().map(|&r| e.batch[r as usize].clone()).collect();
     }
