@@ -215,8 +215,7 @@ impl SessionClient {
     /// `give_up` passed without progress; the bytes stay retained either
     /// way, and [`SessionClient::pushed`] counts them.
     pub fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
-        while !self.retained.is_empty()
-            && self.retained.len() + bytes.len() > self.opts.max_unacked
+        while !self.retained.is_empty() && self.retained.len() + bytes.len() > self.opts.max_unacked
         {
             self.step(Instant::now() + POLL)?;
         }
@@ -321,7 +320,11 @@ impl SessionClient {
         if self.stop.requested() {
             return Err(io::Error::new(
                 io::ErrorKind::Interrupted,
-                format!("stopped with {} bytes to {} unacked", self.unacked(), self.addr),
+                format!(
+                    "stopped with {} bytes to {} unacked",
+                    self.unacked(),
+                    self.addr
+                ),
             ));
         }
         if let Some(limit) = self.opts.give_up {

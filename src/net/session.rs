@@ -216,7 +216,9 @@ pub fn read_opening(
         }
         // Never read past what a HELLO can be while undecided, so a slow
         // sender's first frame is not held back for a full buffer.
-        let want = (HELLO_FIXED_LEN + MAX_NAME_LEN).saturating_sub(got.len()).max(1);
+        let want = (HELLO_FIXED_LEN + MAX_NAME_LEN)
+            .saturating_sub(got.len())
+            .max(1);
         let want = want.min(buf.len());
         match stream.read(&mut buf[..want]) {
             Ok(0) => return Ok((Opening::Plain, got)),
@@ -224,7 +226,9 @@ pub fn read_opening(
             Err(e)
                 if matches!(
                     e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    io::ErrorKind::WouldBlock
+                        | io::ErrorKind::TimedOut
+                        | io::ErrorKind::Interrupted
                 ) => {}
             Err(e) => return Err(e),
         }
