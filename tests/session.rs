@@ -397,6 +397,7 @@ fn sink_killed_mid_stream_and_restarted_in_append_mode_loses_nothing_acked() {
         thread::sleep(Duration::from_millis(20));
     }
     let report = sender.join().unwrap().unwrap();
+    eprintln!("killed at {killed_at} bytes; {report:?}");
     let s = second.finish(Duration::from_secs(5));
     assert!(report.all_acked(), "{report:?}");
     assert_eq!(report.acked_frames, 6000);
