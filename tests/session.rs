@@ -289,6 +289,29 @@ fn sink_without_out_acks_counted_frames() {
     );
 }
 
+#[test]
+fn a_bad_hello_closes_its_connection_and_is_counted() {
+    let sink = InSink::start(
+        "127.0.0.1:0",
+        SinkOptions {
+            connections: Some(1),
+            ..SinkOptions::default()
+        },
+    );
+    let mut c = TcpStream::connect(&sink.addr).unwrap();
+    c.write_all(b"MRDH\x02\x00").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut reply = Vec::new();
+    let _ = c.read_to_end(&mut reply);
+    assert!(reply.is_empty(), "no ACK for a bad HELLO: {reply:?}");
+    let s = sink.finish(Duration::from_secs(5));
+    assert_eq!(
+        (s.connections, s.sessions, s.hello_errors),
+        (1, 0, 1),
+        "{s:?}"
+    );
+}
+
 /// A child whose stderr lines are collected.
 struct Proc {
     child: Child,

@@ -132,7 +132,8 @@ struct Out {
 }
 
 /// Accepts connections on `listener` until `opts.connections` were taken
-/// (then waits for them to end) or `stop` is triggered, and checks each,
+/// (then closes the listener and waits for them to end) or `stop` is
+/// triggered, and checks each,
 /// one thread each, with one set of keys between them. Sessions are ACKed
 /// as the module documentation says; plain streams are not.
 pub fn sink_with(
@@ -168,7 +169,13 @@ pub fn sink_with(
         repaired_bytes: repaired,
         ..SinkSummary::default()
     });
+    let mut listener = Some(listener);
     thread::scope(|scope| -> io::Result<()> {
+        // Closed once the count is reached, so late connections (a session's
+        // reconnect) are refused instead of left waiting.
+        let Some(listener) = listener.take() else {
+            return Ok(());
+        };
         let mut taken = 0usize;
         while opts.connections.is_none_or(|n| taken < n.max(1)) {
             match listener.accept() {
@@ -199,6 +206,7 @@ pub fn sink_with(
                 Err(e) => return Err(e),
             }
         }
+        drop(listener);
         Ok(())
     })?;
     if let Some(f) = file {
