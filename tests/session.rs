@@ -270,6 +270,8 @@ fn sink_without_out_acks_counted_frames() {
         &sink.addr,
         ClientOptions {
             name: "no-out".into(),
+            // Small: pushes wait for ACKs to make room.
+            max_unacked: 4096,
             ..ClientOptions::default()
         },
         Arc::new(Shutdown::default()),
@@ -287,6 +289,45 @@ fn sink_without_out_acks_counted_frames() {
         (s.frames, s.sessions, s.acked_bytes),
         (1000, 1, stream.len() as u64)
     );
+}
+
+#[test]
+fn garbage_and_overreaching_acks_are_faults() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let h = Arc::clone(&held);
+    let mut n = 0;
+    // Connections are kept open: only the reply can make the client leave.
+    let server = FakeServer::start(move |mut c| {
+        let reply = if n % 2 == 0 {
+            b"NOPE, not an ACK".to_vec()
+        } else {
+            encode_ack(1 << 40).to_vec()
+        };
+        n += 1;
+        let _ = c.write_all(&reply);
+        h.lock().unwrap().push(c);
+    });
+    let (stream, _) = frames(10, 4, 30);
+    let mut client = SessionClient::new(
+        &server.addr,
+        ClientOptions {
+            give_up: Some(Duration::from_secs(1)),
+            ..ClientOptions::default()
+        },
+        Arc::new(Shutdown::default()),
+    );
+    let started = Instant::now();
+    client.push(&stream).unwrap();
+    let e = client
+        .wait_acked(Instant::now() + Duration::from_secs(10))
+        .unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::TimedOut, "{e}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+    let st = client.stats();
+    assert!(st.connects >= 3 && st.faults >= 3, "{st:?}");
+    assert_eq!(client.acked(), 0);
+    drop(client);
+    held.lock().unwrap().clear();
 }
 
 #[test]
