@@ -307,8 +307,10 @@ impl SessionClient {
         if self.conn.is_none() || self.sent < self.pushed() {
             return self.write_out();
         }
+        let seen = self.acked - self.conn.as_ref().map_or(self.acked, |c| c.start);
         let st = self.shared.lock();
-        if st.generation == self.generation && st.fault.is_none() {
+        // Wait only when nothing arrived since `apply` looked.
+        if st.generation == self.generation && st.fault.is_none() && st.acked == seen {
             let wait = until.saturating_duration_since(Instant::now()).min(POLL);
             let _ = self.shared.changed.wait_timeout(st, wait);
         }
