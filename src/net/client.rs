@@ -161,6 +161,8 @@ pub struct SessionClient {
     backoff: Duration,
     /// Not before this instant may the next connection attempt start.
     retry_at: Option<Instant>,
+    /// What ended the last connection or attempt, for error messages.
+    last_fault: Option<String>,
     stats: ClientStats,
 }
 
@@ -182,6 +184,7 @@ impl SessionClient {
             progress_at: Instant::now(),
             backoff,
             retry_at: None,
+            last_fault: None,
             stats: ClientStats::default(),
         }
     }
@@ -334,10 +337,11 @@ impl SessionClient {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
                     format!(
-                        "no progress to {} for {limit:?}: {} bytes unacked after {} connections",
+                        "no progress to {} for {limit:?}: {} bytes unacked after {} connections (last fault: {})",
                         self.addr,
                         self.unacked(),
-                        self.stats.connects
+                        self.stats.connects,
+                        self.last_fault.as_deref().unwrap_or("none")
                     ),
                 ));
             }
@@ -386,8 +390,9 @@ impl SessionClient {
 
     /// Ends the current connection after a fault; the next attempt waits
     /// for the backoff.
-    fn fault(&mut self, _why: &io::Error) {
+    fn fault(&mut self, why: &io::Error) {
         self.stats.faults += 1;
+        self.last_fault = Some(why.to_string());
         self.disconnect();
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
@@ -480,8 +485,9 @@ impl SessionClient {
                 self.retry_at = None;
                 self.conn = Some(c);
             }
-            Err(_) => {
+            Err(e) => {
                 self.stats.connect_failures += 1;
+                self.last_fault = Some(format!("connect: {e}"));
                 self.retry_at = Some(Instant::now() + self.backoff);
                 self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
             }
