@@ -12,9 +12,11 @@
 //! the channel's capacity, one read buffer per connection and the
 //! downstream's replay buffer.
 
+pub mod client;
 pub mod downstream;
 pub mod send;
 pub mod serve;
+pub mod session;
 pub mod sink;
 
 use std::io::{self, Read};
@@ -71,19 +73,38 @@ impl Shutdown {
 
 /// A station's socket as a [`Read`] that ends (returns 0) at end of file,
 /// at a reset, or once a stop was asked for more than `grace` ago, and
-/// otherwise waits, looking at the stop flag every [`POLL`].
+/// otherwise waits, looking at the stop flag every time the socket's read
+/// timeout passes. Bytes in `prefix` (read before, e.g. with a session's
+/// opening) come first. `idle`, when given, runs before every read and at
+/// every timeout; it returns false to end the stream.
 struct Link<'a> {
-    stream: &'a mut TcpStream,
+    stream: &'a TcpStream,
+    prefix: io::Cursor<Vec<u8>>,
     stop: &'a Shutdown,
     grace: Duration,
+    idle: Option<&'a mut (dyn FnMut() -> bool + 'a)>,
     /// True when the peer ended the stream (end of file or reset).
     by_peer: bool,
 }
 
+impl Link<'_> {
+    fn idle_ok(&mut self) -> bool {
+        self.idle.as_mut().is_none_or(|f| f())
+    }
+}
+
 impl Read for Link<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.prefix.read(buf)?;
+        if n > 0 {
+            return Ok(n);
+        }
+        let mut stream = self.stream;
         loop {
-            match self.stream.read(buf) {
+            if !self.idle_ok() {
+                break;
+            }
+            match stream.read(buf) {
                 Ok(0) => break,
                 Ok(n) => return Ok(n),
                 Err(e)
@@ -119,18 +140,57 @@ pub(crate) fn read_frames(
     grace: Duration,
     mut each: impl FnMut(&mut Batch, Instant) -> bool,
 ) -> io::Result<(bool, DecodeStats)> {
+    let opts = ReadOptions {
+        decoder,
+        chunk,
+        grace,
+        poll: POLL,
+    };
+    read_frames_after(stream, Vec::new(), opts, stop, None, |b, _, at| each(b, at))
+}
+
+/// How [`read_frames_after`] reads.
+pub(crate) struct ReadOptions {
+    /// The connection's decoder.
+    pub(crate) decoder: Decoder,
+    /// Most frames handed over at a time.
+    pub(crate) chunk: usize,
+    /// How long a stop waits for the peer.
+    pub(crate) grace: Duration,
+    /// The socket's read timeout: how often the stop flag and `idle` run
+    /// while nothing arrives.
+    pub(crate) poll: Duration,
+}
+
+/// [`read_frames`] for a stream whose first bytes were already read
+/// (`prefix`, e.g. the leftover of a session's opening), with an `idle`
+/// hook that runs before every read and at every read timeout (it returns
+/// false to end the stream), and `each` told the stream offset the decoder
+/// has consumed up to (counted from the first byte of `prefix`): every
+/// frame before it has been handed over, and it never falls inside a frame.
+pub(crate) fn read_frames_after<'a>(
+    stream: &'a TcpStream,
+    prefix: Vec<u8>,
+    opts: ReadOptions,
+    stop: &'a Shutdown,
+    idle: Option<&'a mut (dyn FnMut() -> bool + 'a)>,
+    mut each: impl FnMut(&mut Batch, u64, Instant) -> bool,
+) -> io::Result<(bool, DecodeStats)> {
     stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(POLL))?;
+    stream.set_read_timeout(Some(opts.poll.max(Duration::from_millis(1))))?;
     let mut link = Link {
         stream,
+        prefix: io::Cursor::new(prefix),
         stop,
-        grace,
+        grace: opts.grace,
+        idle,
         by_peer: false,
     };
-    let mut reader = FrameReader::new(&mut link, decoder, READ_CHUNK);
+    let mut reader = FrameReader::new(&mut link, opts.decoder, READ_CHUNK);
     let mut batch = Batch::default();
-    while reader.fill_some(&mut batch, chunk)? > 0 {
-        if !each(&mut batch, Instant::now()) {
+    while reader.fill_some(&mut batch, opts.chunk)? > 0 {
+        let consumed = reader.stats().input_bytes;
+        if !each(&mut batch, consumed, Instant::now()) {
             break;
         }
     }
