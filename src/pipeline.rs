@@ -230,6 +230,16 @@ impl BatchProcessor {
         )
     }
 
+    /// Feeds frames that were already delivered (e.g. read back from an
+    /// output file after a restart) into the window as if forwarded now,
+    /// without counting them or writing them anywhere.
+    pub fn remember<R: Rows + ?Sized>(&mut self, rows: &R) {
+        let counted = self.stats;
+        // Writing into io::sink cannot fail.
+        let _ = self.process(rows, &mut io::sink(), &mut ());
+        self.stats = counted;
+    }
+
     /// The rows the last [`BatchProcessor::process`] forwarded, in order.
     pub fn row_ids(&self) -> &[u32] {
         &self.row_ids

@@ -128,6 +128,27 @@ pub(crate) struct GenArgs {
     /// With --connect: frames per second per station (default: as fast as possible).
     #[arg(long, value_name = "FRAMES_PER_S", requires = "connect", value_parser = parse_positive)]
     pub(crate) rate: Option<f64>,
+    /// With --connect: station i sends the HELLO name PREFIXi.
+    #[arg(
+        long,
+        default_value = "station-",
+        value_name = "PREFIX",
+        requires = "connect"
+    )]
+    pub(crate) station_name: String,
+    /// With --connect: plain streams, no HELLO and no ACKs (at-most-once:
+    /// a frame counts as sent once written).
+    #[arg(long, requires = "connect")]
+    pub(crate) raw: bool,
+    /// With --connect: give up when no ACK has come for this long while
+    /// frames are outstanding (the exit is then 1, with the count).
+    #[arg(
+        long,
+        default_value_t = 30_000,
+        value_name = "MS",
+        requires = "connect"
+    )]
+    pub(crate) give_up_ms: u64,
     /// Frames in the capture, copies included.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub(crate) frames: u64,
@@ -143,17 +164,28 @@ pub(crate) fn parse_positive(s: &str) -> Result<f64, String> {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["forward", "out"])))]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["forward", "forward_raw", "out"])))]
 pub(crate) struct ServeArgs {
     /// Address to accept ground-station connections on.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     pub(crate) listen: String,
-    /// Forward to the TCP consumer at HOST:PORT (reconnected with backoff).
+    /// Forward to the session downstream at HOST:PORT (HELLO and ACKs; every
+    /// byte kept until acked, resent after a reconnect).
     #[arg(long, value_name = "HOST:PORT")]
     pub(crate) forward: Option<String>,
-    /// Forward into this file instead.
+    /// Forward to a plain TCP consumer at HOST:PORT (no ACKs: stations are
+    /// acked once the bytes are written into the socket).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub(crate) forward_raw: Option<String>,
+    /// Forward into this file, appended to; stations are acked once it is fdatasync'd.
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<String>,
+    /// With --out: start the file empty instead of appending.
+    #[arg(long, requires = "out")]
+    pub(crate) truncate: bool,
+    /// The HELLO name sent to a session downstream.
+    #[arg(long, default_value = "meridian", value_name = "NAME")]
+    pub(crate) name: String,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
     /// A batch closes at the latest this many milliseconds after its first frame.
@@ -166,10 +198,32 @@ pub(crate) struct ServeArgs {
     /// Print a stats line to stderr this often [default: none].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) stats_interval: Option<f64>,
-    /// After SIGINT/SIGTERM: how long connected stations may go on sending,
-    /// and how long an absent downstream is retried.
+    /// After SIGINT/SIGTERM: how long connected stations may go on sending.
     #[arg(long, default_value_t = 2000, value_name = "MS")]
     pub(crate) grace_ms: u64,
+    /// After the grace period: how long to deliver what was read (a second
+    /// signal exits at once).
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    pub(crate) drain_ms: u64,
+    /// A session station is acked within this long of its frames becoming safe.
+    #[arg(long, default_value_t = 20, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub(crate) ack_interval_ms: u64,
+    /// A station that sends no frame for this long is closed.
+    #[arg(long, default_value_t = 60_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) idle_timeout_ms: u64,
+    /// A downstream write that makes no progress this long is a failure (reconnect).
+    #[arg(long, default_value_t = 10_000, value_name = "MS",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) downstream_timeout_ms: u64,
+    /// Output bytes kept until the downstream acks them; when full, stations are pushed back.
+    #[arg(long, default_value_t = 256 << 20, value_name = "BYTES",
+          value_parser = clap::value_parser!(u64).range(4096..=1 << 40))]
+    pub(crate) unacked_bytes: u64,
+    /// With --out: fdatasync at most this often.
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub(crate) sync_ms: u64,
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
@@ -180,13 +234,19 @@ pub(crate) struct SinkArgs {
     /// Address to accept the one downstream connection on.
     #[arg(long, default_value = "127.0.0.1:7701", value_name = "ADDR")]
     pub(crate) listen: String,
-    /// Also write the received frames to this file.
+    /// Also write the received frames to this file (sessions are acked once it is fdatasync'd).
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<String>,
-    /// Take this many connections (1 for a serve downstream; one per station behind a relay).
-    #[arg(long, default_value_t = 1, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=1024))]
-    pub(crate) connections: u64,
+    /// With --out: append instead of truncating (a torn last frame is cut first).
+    #[arg(long, requires = "out")]
+    pub(crate) append: bool,
+    /// End after this many connections have ended [default: run until SIGINT/SIGTERM].
+    #[arg(long, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub(crate) connections: Option<u64>,
+    /// With --out: fdatasync (and so ACK) at most this often.
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub(crate) sync_ms: u64,
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,

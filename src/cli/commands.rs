@@ -12,7 +12,10 @@ use clap::Parser;
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
 use meridian_pipeline::harness::gen;
 use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
-use meridian_pipeline::net::serve::{self, ServeConfig, Target};
+use meridian_pipeline::net::downstream::Target;
+use meridian_pipeline::net::send::{send_stations_with, SendOptions};
+use meridian_pipeline::net::serve::{self, ServeConfig};
+use meridian_pipeline::net::sink::{sink_with, SinkOptions};
 use meridian_pipeline::net::Shutdown;
 use meridian_pipeline::pipeline::{process_stream_until, ProcessError};
 
@@ -112,17 +115,7 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
 /// `gen`: a capture to a file, or stations over TCP.
 pub(crate) fn generate(args: &GenArgs) -> Result<(), CliError> {
     if let Some(addr) = &args.connect {
-        let sent = meridian_pipeline::net::send::send_stations(
-            addr,
-            &args.workload.config(args.frames),
-            args.rate,
-        )
-        .map_err(|e| CliError::runtime(&format!("sending to {addr} failed"), e))?;
-        eprintln!(
-            "sent {sent} bytes from {} stations to {addr}",
-            args.workload.stations
-        );
-        return Ok(());
+        return connect(args, addr);
     }
     let path = args
         .out
@@ -137,27 +130,125 @@ pub(crate) fn generate(args: &GenArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// `gen --connect`: one station per connection; sessions unless `--raw`.
+fn connect(args: &GenArgs, addr: &str) -> Result<(), CliError> {
+    let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
+    let opts = SendOptions {
+        rate: args.rate,
+        name_prefix: args.station_name.clone(),
+        raw: args.raw,
+        ack_timeout: Duration::from_millis(args.give_up_ms),
+        reconnect_deadline: Duration::from_millis(args.give_up_ms),
+        ..SendOptions::default()
+    };
+    let r = send_stations_with(addr, &args.workload.config(args.frames), &opts, stop)
+        .map_err(|e| CliError::runtime(&format!("sending to {addr} failed"), e))?;
+    let stations = args.workload.stations;
+    if args.raw {
+        eprintln!(
+            "sent {} frames ({} bytes) from {stations} stations to {addr} as plain streams (no receipt)",
+            r.frames, r.bytes
+        );
+    } else {
+        eprintln!(
+            "{} of {} frames acked by {addr} ({} bytes; {} reconnects, {} bytes resent)",
+            r.acked_frames, r.frames, r.acked_bytes, r.reconnects, r.resent_bytes
+        );
+    }
+    if !r.all_acked() {
+        let why = r
+            .stations
+            .iter()
+            .find_map(|s| s.error.clone())
+            .unwrap_or_else(|| "not acked".into());
+        return Err(CliError::Runtime(format!(
+            "{} of {} frames were not acked: {why}",
+            r.unacked_frames, r.frames
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves a `HOST:PORT` at startup, so a typo fails now, not at the first batch.
+fn resolve(flag: &str, addr: &str) -> Result<std::net::SocketAddr, CliError> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| CliError::Usage(format!("{flag} {addr}: {e}")))?
+        .next()
+        .ok_or_else(|| CliError::Usage(format!("{flag} {addr}: resolves to no address")))
+}
+
 /// `serve`: stations in, one downstream out.
 pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
-    let target = match (&args.forward, &args.out) {
-        (Some(addr), _) => Target::Forward(addr.clone()),
-        (None, Some(path)) => Target::Out(path.into()),
-        (None, None) => unreachable!("clap requires --forward or --out"),
+    let target = match (&args.forward, &args.forward_raw, &args.out) {
+        (Some(addr), _, _) => Target::Forward(addr.clone()),
+        (None, Some(addr), _) => Target::ForwardRaw(addr.clone()),
+        (None, None, Some(path)) => Target::Out {
+            path: path.into(),
+            truncate: args.truncate,
+        },
+        _ => unreachable!("clap requires one of --forward, --forward-raw, --out"),
     };
-    let cfg = ServeConfig {
-        pipeline: args.pipeline.config_with(WindowLimits::SERVICE),
-        target,
-        max_delay: Duration::from_millis(args.max_delay_ms),
-        max_connections: args.max_connections as usize,
-        stats_interval: args.stats_interval.map(Duration::from_secs_f64),
-        grace: Duration::from_millis(args.grace_ms),
+    let pipeline = args.pipeline.config_with(WindowLimits::SERVICE);
+    pipeline
+        .check()
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let most = pipeline.batch_size as u64
+        * (meridian_pipeline::wire::OVERHEAD as u64 + u64::from(pipeline.max_payload));
+    if most > args.unacked_bytes {
+        return Err(CliError::Usage(format!(
+            "--batch-size {} of frames up to {} bytes can need {most} bytes, above --unacked-bytes {}",
+            pipeline.batch_size,
+            meridian_pipeline::wire::OVERHEAD + usize::from(pipeline.max_payload),
+            args.unacked_bytes
+        )));
+    }
+    if let Some(path) = &args.out {
+        let p = Path::new(path);
+        if p.is_dir() {
+            return Err(CliError::Usage(format!("--out '{path}' is a directory")));
+        }
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(p)
+            .map_err(|e| CliError::Usage(format!("cannot open --out '{path}': {e}")))?;
+    }
+    let downstream_addr = match (&args.forward, &args.forward_raw) {
+        (Some(a), _) => Some(("--forward", a)),
+        (None, Some(a)) => Some(("--forward-raw", a)),
+        _ => None,
     };
+    let downstream = match downstream_addr {
+        Some((flag, a)) => Some((flag, resolve(flag, a)?)),
+        None => None,
+    };
+    let mut cfg = ServeConfig::new(pipeline, target);
+    cfg.name.clone_from(&args.name);
+    cfg.max_delay = Duration::from_millis(args.max_delay_ms);
+    cfg.max_connections = args.max_connections as usize;
+    cfg.stats_interval = args.stats_interval.map(Duration::from_secs_f64);
+    cfg.grace = Duration::from_millis(args.grace_ms);
+    cfg.drain = Duration::from_millis(args.drain_ms);
+    cfg.ack_interval = Duration::from_millis(args.ack_interval_ms);
+    cfg.idle_timeout = Duration::from_millis(args.idle_timeout_ms);
+    cfg.downstream_timeout = Duration::from_millis(args.downstream_timeout_ms);
+    cfg.unacked_bytes = args.unacked_bytes as usize;
+    cfg.sync_every = Duration::from_millis(args.sync_ms);
     let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
     let listener = serve::bind(&args.listen)
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener
         .local_addr()
         .map_err(|e| CliError::runtime("listener", e))?;
+    if let Some((flag, d)) = downstream {
+        let same_port = d.port() == local.port();
+        if same_port && (d.ip() == local.ip() || local.ip().is_unspecified()) {
+            return Err(CliError::Usage(format!(
+                "{flag} {d} is serve's own --listen address: it would forward to itself"
+            )));
+        }
+    }
     eprintln!("meridian: listening on {local}");
     let s = serve::serve(listener, &cfg, stop).map_err(|e| CliError::runtime("serve failed", e))?;
     if args.json {
@@ -165,10 +256,10 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
     } else {
         report::print_serve_summary(&s, cfg.pipeline.stale == StalePolicy::Drop);
     }
-    if s.unsent_frames > 0 {
+    if s.unacked_frames > 0 {
         return Err(CliError::Runtime(format!(
-            "{} frames could not be delivered",
-            s.unsent_frames
+            "{} forwarded frames were not confirmed by the downstream ({} never handed to it)",
+            s.unacked_frames, s.unsent_frames
         )));
     }
     Ok(())
@@ -182,10 +273,15 @@ pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
     let local = listener
         .local_addr()
         .map_err(|e| CliError::runtime("listener", e))?;
+    let opts = SinkOptions {
+        out: args.out.as_ref().map(Into::into),
+        append: args.append,
+        connections: args.connections.map(|n| n as usize),
+        sync_interval: Duration::from_millis(args.sync_ms),
+        ..SinkOptions::default()
+    };
     eprintln!("sink: listening on {local}");
-    let out = args.out.as_deref().map(Path::new);
-    let s = meridian_pipeline::net::sink::sink(listener, out, &stop, args.connections as usize)
-        .map_err(|e| CliError::runtime("sink failed", e))?;
+    let s = sink_with(listener, &opts, &stop).map_err(|e| CliError::runtime("sink failed", e))?;
     if args.json {
         report::json_line(&s);
     } else {

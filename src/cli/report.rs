@@ -49,17 +49,25 @@ pub(crate) fn print_summary(s: &Summary, stale_dropped: bool) {
 pub(crate) fn print_serve_summary(s: &ServeSummary, stale_dropped: bool) {
     print_summary(&s.summary, stale_dropped);
     eprintln!(
-        "connections: {} accepted, {} rejected; downstream: {} reconnects, {} connect failures, {} frames resent, {} unsent frames",
-        s.connections_accepted,
-        s.connections_rejected,
+        "connections: {} accepted, {} rejected, {} idle closed, {} bad HELLOs; {} station bytes acked",
+        s.connections_accepted, s.connections_rejected, s.idle_closed, s.hello_errors, s.acked_bytes
+    );
+    eprintln!(
+        "downstream: {} reconnects, {} connect failures, {} failures, {} bytes resent; {} unacked frames ({} unsent)",
         s.downstream_reconnects,
         s.connect_failures,
-        s.resent_frames,
+        s.downstream_failures,
+        s.resent_bytes,
+        s.unacked_frames,
         s.unsent_frames
     );
     eprintln!(
         "read-to-forward latency: p50 {} us, p99 {} us, p99.9 {} us ({} frames)",
         s.latency_us.p50, s.latency_us.p99, s.latency_us.p999, s.latency_us.frames
+    );
+    eprintln!(
+        "read-to-delivered latency: p50 {} us, p99 {} us, p99.9 {} us ({} frames)",
+        s.ack_latency_us.p50, s.ack_latency_us.p99, s.ack_latency_us.p999, s.ack_latency_us.frames
     );
 }
 

@@ -234,6 +234,15 @@ impl SessionClient {
         Ok(())
     }
 
+    /// Applies the ACKs that arrived and, after a fault, reconnects and
+    /// resends (once the backoff allows); never waits for an ACK.
+    ///
+    /// # Errors
+    /// As [`SessionClient::push`].
+    pub fn poll(&mut self) -> io::Result<()> {
+        self.step(Instant::now())
+    }
+
     /// Waits until everything pushed is acked, reconnecting and resending as
     /// needed. Errors: `TimedOut` at `deadline` or when `give_up` passed
     /// without progress, `Interrupted` on a stop.

@@ -1,200 +1,337 @@
-//! Where `serve` forwards to: a TCP consumer, reconnected with backoff, or a
-//! file.
+//! Where `serve` delivers: a session downstream (HELLO/ACK, the default for
+//! `--forward`), a plain TCP downstream (`--forward-raw`), or a file
+//! (`--out`), behind one interface whose positions are logical: bytes
+//! handed to [`Downstream::send`] since start, in order.
 //!
-//! TCP gives no delivery receipt: bytes a consumer's kernel accepted are
-//! lost if the consumer dies before reading them. So the last
-//! [`REPLAY_BYTES`] of forwarded output are kept, and after every reconnect
-//! they are sent again before anything new: at-least-once across a
-//! consumer restart, with the frames sent again counted in `resent_frames`.
-//! While the consumer is away, `send` keeps retrying and does not return, so
-//! the pipeline stops taking frames and the stations are pushed back.
+//! [`Downstream::delivered`] is the position up to which every byte is
+//! safe at the next hop: acked by a session downstream (written and
+//! fdatasync'd there, when it is a `sink --out`), written into a plain
+//! downstream's socket (no receipt: at-most-once past that point), or
+//! written and fdatasync'd into the file. `serve` ACKs its stations only up
+//! to what was delivered.
+//!
+//! Nothing is dropped here: a failing downstream keeps its bytes (the
+//! session client up to `--unacked-bytes`, then `send` blocks; the file
+//! retries its write with backoff), and `send` returns an error only once
+//! the hard stop (drain deadline or a second signal) has come.
 
-use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{self, BufWriter, Write};
-use std::net::{TcpStream, ToSocketAddrs};
-use std::path::Path;
-use std::time::Duration;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use super::client::{ClientOptions, ClientStats, SessionClient};
 use super::Shutdown;
 
-/// Recent output kept for resending after a reconnect; well above the socket
-/// buffers a lost consumer can have swallowed.
-pub const REPLAY_BYTES: usize = 32 << 20;
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
-const BACKOFF_MAX: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_millis(1000);
 
-/// Counters of the downstream.
+/// Counters of the downstream, whatever its kind.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct DownstreamStats {
     /// Connections made after the first one.
     pub reconnects: u64,
-    /// Frames sent again after a reconnect.
-    pub resent_frames: u64,
+    /// Bytes sent again after a reconnect (from the last ACK).
+    pub resent_bytes: u64,
     /// Failed connection attempts.
     pub connect_failures: u64,
+    /// Failures of an established downstream: a reset, a write with no
+    /// progress for `--downstream-timeout-ms`, a file write or sync error.
+    pub failures: u64,
+}
+
+/// How to open a [`Downstream`].
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// A session downstream at HOST:PORT (HELLO, ACKs, resend from the last ACK).
+    Forward(String),
+    /// A plain TCP downstream at HOST:PORT: written counts as delivered.
+    ForwardRaw(String),
+    /// A file, appended to (or truncated first with `truncate`).
+    Out {
+        /// The file.
+        path: PathBuf,
+        /// Start it empty instead of appending.
+        truncate: bool,
+    },
 }
 
 /// A downstream.
 #[derive(Debug)]
 pub enum Downstream {
-    /// A TCP consumer.
-    Tcp(TcpDownstream),
+    /// A TCP consumer, through the session client (raw or not).
+    Tcp(SessionClient),
     /// A file.
-    File(BufWriter<File>),
-}
-
-/// A TCP consumer with reconnects and a replay buffer.
-#[derive(Debug)]
-pub struct TcpDownstream {
-    addr: String,
-    conn: Option<TcpStream>,
-    connected_once: bool,
-    replay: VecDeque<(Vec<u8>, u64)>,
-    replay_bytes: usize,
-    stats: DownstreamStats,
+    File(FileOut),
 }
 
 impl Downstream {
-    /// A TCP downstream; it connects on the first send.
-    pub fn tcp(addr: &str) -> Downstream {
-        Downstream::Tcp(TcpDownstream {
-            addr: addr.to_string(),
-            conn: None,
-            connected_once: false,
-            replay: VecDeque::new(),
-            replay_bytes: 0,
-            stats: DownstreamStats::default(),
+    /// Opens the target. A TCP downstream connects on the first send; a
+    /// file is opened now. `hard_stop` is the stop that ends all retrying.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(
+        target: &Target,
+        name: &str,
+        max_unacked: usize,
+        timeout: Duration,
+        sync_every: Duration,
+        hard_stop: Arc<Shutdown>,
+    ) -> io::Result<Downstream> {
+        let client = |addr: &String, raw: bool| {
+            let opts = ClientOptions {
+                name: name.to_string(),
+                raw,
+                write_timeout: timeout,
+                max_unacked,
+                give_up: None,
+                ..ClientOptions::default()
+            };
+            Downstream::Tcp(SessionClient::new(addr, opts, hard_stop.clone()))
+        };
+        Ok(match target {
+            Target::Forward(addr) => client(addr, false),
+            Target::ForwardRaw(addr) => client(addr, true),
+            Target::Out { path, truncate } => {
+                Downstream::File(FileOut::open(path, *truncate, sync_every, hard_stop)?)
+            }
         })
     }
 
-    /// A file downstream, created now.
-    pub fn file(path: &Path) -> io::Result<Downstream> {
-        Ok(Downstream::File(BufWriter::with_capacity(
-            1 << 20,
-            File::create(path)?,
-        )))
+    /// Hands over one batch's output. Returns once it is written (a TCP
+    /// downstream: once it is in the socket, or retained within
+    /// `max_unacked` while the consumer is away).
+    ///
+    /// # Errors
+    /// Only after the hard stop: the bytes are then counted undelivered.
+    pub fn send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Downstream::Tcp(c) => c.push(bytes),
+            Downstream::File(f) => f.write(bytes),
+        }
+    }
+
+    /// Does what is due without waiting: applies ACKs, reconnects, syncs.
+    ///
+    /// # Errors
+    /// Only after the hard stop.
+    pub fn poll(&mut self) -> io::Result<()> {
+        match self {
+            Downstream::Tcp(c) => c.poll(),
+            Downstream::File(f) => {
+                f.poll(false);
+                Ok(())
+            }
+        }
+    }
+
+    /// The logical position up to which everything is delivered.
+    pub fn delivered(&self) -> u64 {
+        match self {
+            Downstream::Tcp(c) => c.acked(),
+            Downstream::File(f) => f.synced,
+        }
+    }
+
+    /// Bytes handed over so far.
+    pub fn sent(&self) -> u64 {
+        match self {
+            Downstream::Tcp(c) => c.pushed(),
+            Downstream::File(f) => f.written + f.pending.len() as u64,
+        }
+    }
+
+    /// Delivers what is outstanding, waiting until `deadline` at most, then
+    /// closes cleanly (a TCP consumer sees end of stream).
+    pub fn finish(&mut self, deadline: Instant) {
+        match self {
+            Downstream::Tcp(c) => {
+                let _ = c.wait_acked(deadline);
+                let linger = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100));
+                c.close(linger.min(Duration::from_secs(2)));
+            }
+            Downstream::File(f) => {
+                while f.synced < f.written + f.pending.len() as u64
+                    && Instant::now() < deadline
+                    && !f.hard_stop.requested()
+                {
+                    f.poll(true);
+                    if f.synced < f.written + f.pending.len() as u64 {
+                        std::thread::sleep(BACKOFF_MIN);
+                    }
+                }
+            }
+        }
     }
 
     /// The counters.
     pub fn stats(&self) -> DownstreamStats {
         match self {
-            Downstream::Tcp(t) => t.stats,
-            Downstream::File(_) => DownstreamStats::default(),
-        }
-    }
-
-    /// Sends one batch's output (`frames` frames). Returns only once it is
-    /// written, or with an error when a stop was asked for more than `give_up`
-    /// ago and the consumer is still away.
-    pub fn send(
-        &mut self,
-        bytes: &[u8],
-        frames: u64,
-        stop: &Shutdown,
-        give_up: Duration,
-    ) -> io::Result<()> {
-        match self {
-            Downstream::File(f) => f.write_all(bytes),
-            Downstream::Tcp(t) => t.send(bytes, frames, stop, give_up),
-        }
-    }
-
-    /// Flushes and closes cleanly (the consumer sees end of stream).
-    pub fn finish(&mut self) -> io::Result<()> {
-        match self {
-            Downstream::File(f) => f.flush(),
-            Downstream::Tcp(t) => {
-                if let Some(c) = t.conn.take() {
-                    let mut c = c;
-                    c.flush()?;
-                    c.shutdown(std::net::Shutdown::Write)?;
-                    // Wait for the consumer to close its side, so everything was read.
-                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
-                    let _ = io::copy(&mut c, &mut io::sink());
+            Downstream::Tcp(c) => {
+                let s: ClientStats = c.stats();
+                DownstreamStats {
+                    reconnects: s.reconnects,
+                    resent_bytes: s.resent_bytes,
+                    connect_failures: s.connect_failures,
+                    failures: s.faults,
                 }
-                Ok(())
             }
+            Downstream::File(f) => DownstreamStats {
+                failures: f.failures,
+                ..DownstreamStats::default()
+            },
         }
     }
 }
 
-impl TcpDownstream {
-    fn connect(&mut self) -> io::Result<TcpStream> {
-        let addr = self.addr.to_socket_addrs()?.next().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("cannot resolve {}", self.addr),
-            )
-        })?;
-        let c = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
-        c.set_nodelay(true)?;
-        Ok(c)
+/// An append-only output file, written per batch and fdatasync'd at most
+/// every `sync_every`.
+#[derive(Debug)]
+pub struct FileOut {
+    file: File,
+    path: PathBuf,
+    /// Bytes written by this run (logical positions).
+    written: u64,
+    /// Bytes written and synced by this run.
+    synced: u64,
+    /// The file's length before this run's first byte.
+    base: u64,
+    /// Bytes handed over but not yet written (after a write error).
+    pending: Vec<u8>,
+    last_sync: Instant,
+    sync_every: Duration,
+    failures: u64,
+    backoff: Duration,
+    retry_at: Instant,
+    hard_stop: Arc<Shutdown>,
+    reported: bool,
+}
+
+impl FileOut {
+    /// Opens `path` for appending (or truncates it first). A torn last frame
+    /// left by a crash is cut off first, so appended frames do not follow a
+    /// fragment.
+    ///
+    /// # Errors
+    /// When the file cannot be opened.
+    pub fn open(
+        path: &Path,
+        truncate: bool,
+        sync_every: Duration,
+        hard_stop: Arc<Shutdown>,
+    ) -> io::Result<FileOut> {
+        let mut file = OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(truncate)
+            .open(path)?;
+        if !truncate {
+            super::sink::cut_torn_tail(&mut file)?;
+        }
+        let base = file.seek(SeekFrom::End(0))?;
+        Ok(FileOut {
+            file,
+            path: path.to_path_buf(),
+            written: 0,
+            synced: 0,
+            base,
+            pending: Vec::new(),
+            last_sync: Instant::now(),
+            sync_every,
+            failures: 0,
+            backoff: BACKOFF_MIN,
+            retry_at: Instant::now(),
+            hard_stop,
+            reported: false,
+        })
     }
 
-    fn send(
-        &mut self,
-        bytes: &[u8],
-        frames: u64,
-        stop: &Shutdown,
-        give_up: Duration,
-    ) -> io::Result<()> {
-        let mut backoff = BACKOFF_MIN;
+    /// Writes `bytes` after what is pending, retrying a failed write with
+    /// backoff until it succeeds or the hard stop comes.
+    fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.pending.extend_from_slice(bytes);
         loop {
-            if self.conn.is_none() {
-                match self.connect() {
-                    Ok(mut c) => {
-                        let mut ok = true;
-                        if self.connected_once {
-                            self.stats.reconnects += 1;
-                            for (old, n) in &self.replay {
-                                if c.write_all(old).is_err() {
-                                    ok = false;
-                                    break;
-                                }
-                                self.stats.resent_frames += n;
-                            }
-                        }
-                        self.connected_once = true;
-                        if ok {
-                            self.conn = Some(c);
-                        }
-                    }
-                    Err(e) => {
-                        self.stats.connect_failures += 1;
-                        if stop.past(give_up) {
-                            return Err(io::Error::new(
-                                e.kind(),
-                                format!("downstream {} unreachable at shutdown: {e}", self.addr),
-                            ));
-                        }
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(BACKOFF_MAX);
-                        continue;
-                    }
-                }
+            if self.try_write_pending() {
+                self.poll(false);
+                return Ok(());
             }
-            let Some(c) = self.conn.as_mut() else {
-                continue;
-            };
-            match c.write_all(bytes) {
-                Ok(()) => break,
-                Err(_) => {
-                    // What the consumer got of this batch is unknown: reconnect,
-                    // resend the replay, then this batch whole.
-                    self.conn = None;
+            if self.hard_stop.requested() {
+                return Err(io::Error::other(format!(
+                    "{} bytes could not be written to {}",
+                    self.pending.len(),
+                    self.path.display()
+                )));
+            }
+            std::thread::sleep(
+                self.retry_at
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(20)),
+            );
+        }
+    }
+
+    /// One attempt at writing everything pending; true when done.
+    fn try_write_pending(&mut self) -> bool {
+        if self.pending.is_empty() {
+            return true;
+        }
+        if Instant::now() < self.retry_at {
+            return false;
+        }
+        let at = self.base + self.written;
+        let res = self
+            .file
+            .seek(SeekFrom::Start(at))
+            .and_then(|_| self.file.write_all(&self.pending));
+        match res {
+            Ok(()) => {
+                self.written += self.pending.len() as u64;
+                self.pending.clear();
+                self.backoff = BACKOFF_MIN;
+                if self.reported {
+                    eprintln!("meridian: writing to {} works again", self.path.display());
+                    self.reported = false;
                 }
+                true
+            }
+            Err(e) => {
+                // A partial write is undone, so a retry does not follow a fragment.
+                let _ = self.file.set_len(at);
+                self.fail(&e);
+                false
             }
         }
-        if bytes.is_empty() {
-            return Ok(());
+    }
+
+    fn fail(&mut self, e: &io::Error) {
+        self.failures += 1;
+        if !self.reported {
+            eprintln!(
+                "meridian: writing to {} failed: {e}; keeping the frames and retrying",
+                self.path.display()
+            );
+            self.reported = true;
         }
-        self.replay.push_back((bytes.to_vec(), frames));
-        self.replay_bytes += bytes.len();
-        while self.replay_bytes > REPLAY_BYTES {
-            let (old, _) = self.replay.pop_front().expect("bytes counted");
-            self.replay_bytes -= old.len();
+        self.retry_at = Instant::now() + self.backoff;
+        self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+    }
+
+    /// Retries a pending write and syncs when due (or now, with `force`).
+    fn poll(&mut self, force: bool) {
+        self.try_write_pending();
+        if self.written > self.synced && (force || self.last_sync.elapsed() >= self.sync_every) {
+            match self.file.sync_data() {
+                Ok(()) => {
+                    self.synced = self.written;
+                    self.last_sync = Instant::now();
+                }
+                Err(e) => self.fail(&e),
+            }
         }
-        Ok(())
     }
 }

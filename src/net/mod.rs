@@ -21,7 +21,7 @@ pub mod sink;
 
 use std::io::{self, Read};
 use std::net::TcpStream;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -34,35 +34,53 @@ const POLL: Duration = Duration::from_millis(20);
 const READ_CHUNK: usize = 64 * 1024;
 
 /// How the TCP commands learn they should stop: SIGINT or SIGTERM, or a
-/// test calling [`Shutdown::trigger`].
+/// test calling [`Shutdown::trigger`]. It counts requests: the first starts
+/// an orderly stop (its deadlines count from when it is first seen), a
+/// second one asks to hurry ([`Shutdown::hurried`]: give up what is left).
 #[derive(Debug, Default)]
 pub struct Shutdown {
-    flag: Arc<AtomicBool>,
+    count: Arc<AtomicUsize>,
     at: OnceLock<Instant>,
 }
 
 impl Shutdown {
     /// A shutdown that SIGINT and SIGTERM trigger.
+    ///
+    /// # Errors
+    /// When the signal handlers cannot be installed.
     pub fn on_signals() -> std::io::Result<Arc<Shutdown>> {
         let s = Arc::new(Shutdown::default());
-        signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&s.flag))?;
-        signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&s.flag))?;
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let count = Arc::clone(&s.count);
+            // SAFETY: the handler only increments an atomic integer, which
+            // is async-signal-safe; it allocates, locks and prints nothing.
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    count.fetch_add(1, Ordering::SeqCst);
+                })?;
+            }
+        }
         Ok(s)
     }
 
-    /// Asks everything to stop.
+    /// Asks everything to stop (a second call asks to hurry).
     pub fn trigger(&self) {
-        self.flag.store(true, Ordering::SeqCst);
+        self.count.fetch_add(1, Ordering::SeqCst);
     }
 
     /// True once a stop was asked for; the first call that sees it starts the
     /// grace period.
     pub fn requested(&self) -> bool {
-        let on = self.flag.load(Ordering::SeqCst);
+        let on = self.count.load(Ordering::SeqCst) > 0;
         if on {
             self.at.get_or_init(Instant::now);
         }
         on
+    }
+
+    /// True once a stop was asked for twice: leave now.
+    pub fn hurried(&self) -> bool {
+        self.count.load(Ordering::SeqCst) > 1
     }
 
     /// True when a stop was asked for more than `grace` ago.
@@ -101,6 +119,11 @@ impl Read for Link<'_> {
         }
         let mut stream = self.stream;
         loop {
+            // Looked at before every read, so a station that never pauses
+            // still stops at the grace period.
+            if self.stop.past(self.grace) {
+                return Ok(0);
+            }
             if !self.idle_ok() {
                 break;
             }
@@ -126,29 +149,6 @@ impl Read for Link<'_> {
     }
 }
 
-/// Reads `stream` to its end through a [`FrameReader`], handing every chunk
-/// of up to `chunk` decoded frames to `each` as soon as a read yields it,
-/// with the time it was handed over; `each` may take the batch (it gets a
-/// fresh one) and returns false to stop. The stream ends at end of file, at a
-/// reset, or once a stop was asked for more than `grace` ago. Returns whether
-/// the peer ended it (rather than a stop), and the decoder's counters.
-pub(crate) fn read_frames(
-    stream: &mut TcpStream,
-    decoder: Decoder,
-    chunk: usize,
-    stop: &Shutdown,
-    grace: Duration,
-    mut each: impl FnMut(&mut Batch, Instant) -> bool,
-) -> io::Result<(bool, DecodeStats)> {
-    let opts = ReadOptions {
-        decoder,
-        chunk,
-        grace,
-        poll: POLL,
-    };
-    read_frames_after(stream, Vec::new(), opts, stop, None, |b, _, at| each(b, at))
-}
-
 /// How [`read_frames_after`] reads.
 pub(crate) struct ReadOptions {
     /// The connection's decoder.
@@ -162,7 +162,8 @@ pub(crate) struct ReadOptions {
     pub(crate) poll: Duration,
 }
 
-/// [`read_frames`] for a stream whose first bytes were already read
+/// Reads `stream` to its end through a [`FrameReader`], handing every chunk
+/// of up to `chunk` decoded frames to `each` as soon as a read yields it, for a stream whose first bytes were already read
 /// (`prefix`, e.g. the leftover of a session's opening), with an `idle`
 /// hook that runs before every read and at every read timeout (it returns
 /// false to end the stream), and `each` told the stream offset the decoder

@@ -1,27 +1,49 @@
-//! `serve`: many ground stations in, one downstream out.
+//! `serve`: many ground stations in, one downstream out, with end-to-end
+//! acknowledgements.
 //!
-//! Each accepted station gets a thread that reads and decodes its own stream
-//! into small chunks and sends them over a bounded channel. The pipeline
-//! thread gathers the chunks, in the order they arrive, into batches that
-//! close at `batch_size` frames or `max_delay` after their first frame,
-//! whichever comes first, and runs the same validate, dedup, window and
-//! ordering as `process`.
+//! Each accepted station gets a thread. It reads the connection's opening:
+//! a HELLO makes it a session (see [`super::session`]), anything else a
+//! plain stream. It then reads and decodes the stream into small chunks and
+//! hands them, with the stream offset each chunk ends at, over a bounded
+//! channel. The pipeline thread gathers the chunks, in arrival order, into
+//! batches that close at `batch_size` frames or `max_delay` after their first
+//! frame, runs the stages (validate, dedup, window, (sat, seq) order) and
+//! hands each batch's output to the [`Downstream`].
+//!
+//! # When a station is acked
+//! A batch is *delivered* once the downstream has confirmed every byte of
+//! its output (see [`super::downstream`]). Batches are delivered in order,
+//! so once batch k is delivered every frame a station sent before the end
+//! of any chunk whose last frame is in batch k or earlier was either
+//! delivered, or dropped by rule (invalid, a copy, stale with `--stale
+//! drop`, suspect) with the copy that was kept delivered in the same or an
+//! earlier batch. That chunk's end offset is then *safe*, and the station
+//! thread ACKs it within `ack_interval`. Plain streams get no ACKs.
+//!
+//! # Deadlines
+//! After the first SIGINT/SIGTERM, stations are read until `grace`, then
+//! everything read is delivered within `drain` more; then (or at a second
+//! signal) the hard stop ends all retrying, and what is left is counted as
+//! unacked. Idle stations (no frame for `idle_timeout`) are closed, and at
+//! the connection limit the longest-idle connection makes room for a new one.
 
-use std::io;
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
-use std::sync::Arc;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::downstream::{Downstream, DownstreamStats};
-use super::Shutdown;
+use super::downstream::{Downstream, DownstreamStats, Target};
+use super::session::{self, Opening};
+use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
-use crate::decode::{DecodeStats, Decoder};
+use crate::decode::{DecodeStats, Decoder, FrameReader};
 use crate::pipeline::{BatchProcessor, Config, Summary};
 
 /// Frames a station thread decodes before handing them over.
@@ -30,16 +52,16 @@ const CHUNK_FRAMES: usize = 256;
 /// buffered frames (with one chunk held by each blocked station thread).
 const CHANNEL_CHUNKS: usize = 64;
 /// How often idle threads look at the shutdown flag.
-const POLL: Duration = Duration::from_millis(20);
-
-/// Where forwarded frames go.
-#[derive(Debug, Clone)]
-pub enum Target {
-    /// A TCP consumer at HOST:PORT.
-    Forward(String),
-    /// A file.
-    Out(PathBuf),
-}
+const POLL: Duration = Duration::from_millis(10);
+/// Entries in the per-station table; later stations share one entry.
+pub const MAX_STATION_ENTRIES: usize = 256;
+/// The per-station entry that aggregates stations beyond the cap.
+pub const OTHER_STATIONS: &str = "(other)";
+/// A connection idle at least this long may be closed to admit a new one
+/// when `max_connections` is reached.
+const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// Bytes of an existing `--out` file read back to rebuild the window.
+pub const REBUILD_TAIL_BYTES: u64 = 64 << 20;
 
 /// Options of [`serve`].
 #[derive(Debug, Clone)]
@@ -48,28 +70,77 @@ pub struct ServeConfig {
     pub pipeline: Config,
     /// Where frames go.
     pub target: Target,
+    /// The HELLO name sent to a session downstream.
+    pub name: String,
     /// A batch closes this long after its first frame at the latest.
     pub max_delay: Duration,
-    /// Connections beyond this are closed at once.
+    /// Connections beyond this are closed at once (after trying to make room).
     pub max_connections: usize,
     /// Print a stats line this often.
     pub stats_interval: Option<Duration>,
-    /// After a stop is asked for: how long stations may go on sending, and
-    /// how long an absent downstream is retried, each.
+    /// After a stop is asked for: how long stations may go on sending.
     pub grace: Duration,
+    /// After `grace`: how long to deliver what was read.
+    pub drain: Duration,
+    /// An ACK goes out within this long of a station's safe offset advancing.
+    pub ack_interval: Duration,
+    /// A station that sends no frame for this long is closed.
+    pub idle_timeout: Duration,
+    /// A downstream write that makes no progress this long is a failure.
+    pub downstream_timeout: Duration,
+    /// Output bytes kept until the downstream acks them; when full, no new
+    /// batch is taken (TCP pushes back on the stations).
+    pub unacked_bytes: usize,
+    /// `--out`: fdatasync at most this often.
+    pub sync_every: Duration,
+    /// How long a new connection may take to send its opening bytes.
+    pub hello_timeout: Duration,
 }
 
-/// One station connection's counters.
+impl ServeConfig {
+    /// Defaults for everything but the pipeline and the target.
+    pub fn new(pipeline: Config, target: Target) -> ServeConfig {
+        ServeConfig {
+            pipeline,
+            target,
+            name: "meridian".into(),
+            max_delay: Duration::from_millis(5),
+            max_connections: 64,
+            stats_interval: None,
+            grace: Duration::from_millis(2000),
+            drain: Duration::from_millis(5000),
+            ack_interval: session::DEFAULT_ACK_INTERVAL,
+            idle_timeout: Duration::from_secs(60),
+            downstream_timeout: Duration::from_secs(10),
+            unacked_bytes: 256 << 20,
+            sync_every: Duration::from_millis(50),
+            hello_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// One station's counters, over all its connections. A station is its
+/// HELLO name, or its peer address for a plain stream.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct StationStats {
-    /// Peer address.
+    /// HELLO name, peer address, or [`OTHER_STATIONS`].
+    pub station: String,
+    /// The last connection's peer address.
     pub peer: String,
-    /// What its decoder counted.
+    /// Connections made.
+    pub connections: u64,
+    /// Connections that opened a session.
+    pub sessions: u64,
+    /// Stream bytes acked, summed over its sessions.
+    pub acked_bytes: u64,
+    /// Connections closed for being idle.
+    pub idle_closed: u64,
+    /// What its decoders counted.
     #[serde(flatten)]
     pub decode: DecodeStats,
 }
 
-/// Read-to-forward latency percentiles, in microseconds.
+/// Latency percentiles, in microseconds.
 #[derive(Debug, Default, Clone, Copy, Serialize)]
 pub struct Latency {
     /// Median.
@@ -82,84 +153,248 @@ pub struct Latency {
     pub frames: u64,
 }
 
+impl Latency {
+    fn of(h: &hdrhistogram::Histogram<u64>) -> Latency {
+        Latency {
+            p50: h.value_at_quantile(0.50),
+            p99: h.value_at_quantile(0.99),
+            p999: h.value_at_quantile(0.999),
+            frames: h.len(),
+        }
+    }
+}
+
 /// What `serve` prints at the end.
 #[derive(Debug, Clone, Serialize)]
 pub struct ServeSummary {
-    /// The `process` counters, over all stations.
+    /// The `process` counters, over all stations; `forwarded` counts only
+    /// frames the downstream confirmed.
     #[serde(flatten)]
     pub summary: Summary,
     /// Station connections taken.
     pub connections_accepted: u64,
     /// Connections closed at once for being over `--max-connections`.
     pub connections_rejected: u64,
-    /// Frames sent to the downstream again after a reconnect.
-    pub resent_frames: u64,
+    /// Errors from `accept` (each followed by a backoff).
+    pub accept_errors: u64,
+    /// Connections that opened with a bad HELLO, closed.
+    pub hello_errors: u64,
+    /// Station connections closed for being idle (or to make room for a new one).
+    pub idle_closed: u64,
+    /// Station stream bytes acked, over all sessions.
+    pub acked_bytes: u64,
+    /// Bytes sent to the downstream again after a reconnect.
+    pub resent_bytes: u64,
     /// Downstream reconnects.
     pub downstream_reconnects: u64,
     /// Failed attempts to connect to the downstream.
     pub connect_failures: u64,
-    /// Frames that could not be delivered before exit (downstream gone at shutdown).
+    /// Failures of the downstream: resets, stalled writes, write or sync errors.
+    pub downstream_failures: u64,
+    /// Frames forwarded that the downstream never confirmed (unsent ones included).
+    pub unacked_frames: u64,
+    /// Of those, frames never even handed to the downstream.
     pub unsent_frames: u64,
-    /// Read-to-forward latency.
+    /// Read-to-forward latency (until the batch's output is handed over).
     pub latency_us: Latency,
-    /// Per station, in the order they connected.
+    /// Read-to-delivered latency: until the downstream confirmed the frame,
+    /// which is when its station can be acked.
+    pub ack_latency_us: Latency,
+    /// Per station, in the order they first connected.
     pub stations: Vec<StationStats>,
+}
+
+/// A station connection's offset that is safe to ACK.
+#[derive(Debug, Default)]
+struct SafeOffset(AtomicU64);
+
+impl SafeOffset {
+    fn advance(&self, to: u64) {
+        self.0.fetch_max(to, Ordering::SeqCst);
+    }
+    fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
 }
 
 enum Msg {
     Frames {
         batch: Batch,
         read_at: Instant,
+        /// The connection's safe offset, and the offset this chunk ends at.
+        safe: Arc<SafeOffset>,
+        end: u64,
     },
-    Closed {
-        station: usize,
-        peer: SocketAddr,
-        stats: DecodeStats,
-    },
+    Closed(Box<ClosedConn>),
+}
+
+struct ClosedConn {
+    station: String,
+    peer: SocketAddr,
+    session: bool,
+    stats: DecodeStats,
+    /// Filled in by the station thread after its last ACK; read at the end.
+    acked: Arc<AtomicU64>,
+    idle_closed: bool,
 }
 
 /// A bound listener, ready to [`serve`].
+///
+/// # Errors
+/// When the address cannot be bound.
 pub fn bind(listen: &str) -> io::Result<TcpListener> {
     let l = TcpListener::bind(listen)?;
     l.set_nonblocking(true)?;
     Ok(l)
 }
 
-/// Runs until `stop` is triggered and every station has closed or the grace
-/// period has passed, then flushes every batch and closes the downstream.
+/// Feeds the frames of the last [`REBUILD_TAIL_BYTES`] of `path` into the
+/// window, as already forwarded, so a restart appending to it adds no copy
+/// of what it holds. Returns the frames read back.
+fn rebuild_window(path: &Path, stages: &mut BatchProcessor) -> io::Result<u64> {
+    use std::io::{Read, Seek, SeekFrom};
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return Ok(0);
+    };
+    let len = f.metadata()?.len();
+    if !f.metadata()?.is_file() || len == 0 {
+        return Ok(0);
+    }
+    f.seek(SeekFrom::Start(len.saturating_sub(REBUILD_TAIL_BYTES)))?;
+    let cfg = *stages.config();
+    let mut reader = FrameReader::new(
+        f.take(REBUILD_TAIL_BYTES),
+        Decoder::new(cfg.max_payload),
+        1 << 20,
+    );
+    let mut batch = Batch::default();
+    let mut frames = 0;
+    while reader.fill(&mut batch, cfg.batch_size)? > 0 {
+        frames += batch.len() as u64;
+        stages.remember(&batch);
+    }
+    Ok(frames)
+}
+
+/// Runs until `stop` is triggered, then reads stations until `grace`,
+/// delivers what was read within `drain`, and closes the downstream.
+///
+/// # Errors
+/// When the downstream (a file) cannot be opened or a thread cannot start.
 pub fn serve(
     listener: TcpListener,
     cfg: &ServeConfig,
     stop: Arc<Shutdown>,
 ) -> io::Result<ServeSummary> {
-    let mut downstream = match &cfg.target {
-        Target::Forward(addr) => Downstream::tcp(addr),
-        Target::Out(path) => Downstream::file(path)?,
+    let hard = Arc::new(Shutdown::default());
+    let mut downstream = Downstream::open(
+        &cfg.target,
+        &cfg.name,
+        cfg.unacked_bytes,
+        cfg.downstream_timeout,
+        cfg.sync_every,
+        Arc::clone(&hard),
+    )?;
+    let mut stages = BatchProcessor::new(cfg.pipeline);
+    if let Target::Out {
+        path,
+        truncate: false,
+    } = &cfg.target
+    {
+        let n = rebuild_window(path, &mut stages)?;
+        if n > 0 {
+            eprintln!(
+                "meridian: window rebuilt from the last {n} frames of {}",
+                path.display()
+            );
+        }
+    }
+    let done = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let (stop, hard, done) = (Arc::clone(&stop), Arc::clone(&hard), Arc::clone(&done));
+        let limit = cfg.grace + cfg.drain;
+        thread::Builder::new()
+            .name("deadline".into())
+            .spawn(move || {
+                while !done.load(Ordering::SeqCst) {
+                    if stop.hurried() || stop.past(limit) {
+                        hard.trigger();
+                        return;
+                    }
+                    thread::sleep(POLL);
+                }
+            })?
     };
     let (tx, rx) = sync_channel::<Msg>(CHANNEL_CHUNKS);
-    let live = Arc::new(AtomicUsize::new(0));
     let acceptor = {
-        let (stop, live, cfg) = (Arc::clone(&stop), Arc::clone(&live), cfg.clone());
+        let (stop, hard, cfg) = (Arc::clone(&stop), Arc::clone(&hard), cfg.clone());
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(listener, tx, &cfg, &stop, &live))?
+            .spawn(move || accept_loop(listener, tx, &cfg, &stop, &hard))?
     };
-    let result = pipeline_loop(rx, cfg, &stop, &mut downstream);
-    let (accepted, rejected) = acceptor.join().expect("the accept thread does not panic");
-    let (summary, stations, latency, unsent) = result?;
-    downstream.finish()?;
+    let out = pipeline_loop(rx, cfg, &stop, &hard, stages, &mut downstream);
+    hard.trigger(); // whatever still waits on a delivery: it is not coming
+    let conns = acceptor.join().unwrap_or_default();
+    done.store(true, Ordering::SeqCst);
+    let _ = watchdog.join();
     let d: DownstreamStats = downstream.stats();
+    let mut summary = out.summary;
+    summary.pipeline.forwarded -= out.unacked_frames;
+    summary.pipeline.forwarded_bytes -= out.unacked_bytes;
+    let mut stations = out.stations;
+    let mut acked_bytes = 0;
+    for (st, acked) in stations.iter_mut().zip(out.acked) {
+        st.acked_bytes = acked.iter().map(|a| a.load(Ordering::SeqCst)).sum();
+        acked_bytes += st.acked_bytes;
+    }
     Ok(ServeSummary {
         summary,
-        connections_accepted: accepted,
-        connections_rejected: rejected,
-        resent_frames: d.resent_frames,
+        connections_accepted: conns.accepted,
+        connections_rejected: conns.rejected,
+        accept_errors: conns.accept_errors,
+        hello_errors: conns.hello_errors.load(Ordering::SeqCst),
+        idle_closed: out.idle_closed + conns.evicted,
+        acked_bytes,
+        resent_bytes: d.resent_bytes,
         downstream_reconnects: d.reconnects,
         connect_failures: d.connect_failures,
-        unsent_frames: unsent,
-        latency_us: latency,
+        downstream_failures: d.failures,
+        unacked_frames: out.unacked_frames,
+        unsent_frames: out.unsent_frames,
+        latency_us: out.latency,
+        ack_latency_us: out.ack_latency,
         stations,
     })
+}
+
+#[derive(Debug, Default)]
+struct ConnCounts {
+    accepted: u64,
+    rejected: u64,
+    accept_errors: u64,
+    evicted: u64,
+    hello_errors: Arc<AtomicU64>,
+}
+
+/// A live connection as the acceptor sees it: when it last delivered a
+/// frame, and a handle to close it.
+struct Live {
+    last_frame: Arc<Mutex<Instant>>,
+    closer: TcpStream,
+    gone: Arc<AtomicBool>,
+}
+
+/// Frees a connection slot however its thread ends (a panic included).
+struct SlotGuard {
+    live: Arc<AtomicUsize>,
+    gone: Arc<AtomicBool>,
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.gone.store(true, Ordering::SeqCst);
+        self.live.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 fn accept_loop(
@@ -167,142 +402,446 @@ fn accept_loop(
     tx: SyncSender<Msg>,
     cfg: &ServeConfig,
     stop: &Arc<Shutdown>,
-    live: &Arc<AtomicUsize>,
-) -> (u64, u64) {
-    let (mut accepted, mut rejected) = (0u64, 0u64);
+    hard: &Arc<Shutdown>,
+) -> ConnCounts {
+    let mut c = ConnCounts::default();
+    let live = Arc::new(AtomicUsize::new(0));
+    let mut conns: Vec<Live> = Vec::new();
     let mut threads = Vec::new();
+    let mut backoff = POLL;
     while !stop.requested() {
-        match listener.accept() {
-            Ok((stream, peer)) => {
-                if live.load(Ordering::SeqCst) >= cfg.max_connections {
-                    rejected += 1;
-                    drop(stream); // closed at once; the others are unaffected
-                    continue;
-                }
-                live.fetch_add(1, Ordering::SeqCst);
-                let id = accepted as usize;
-                accepted += 1;
-                let (tx, stop, mine) = (tx.clone(), Arc::clone(stop), Arc::clone(live));
-                let (max_payload, grace) = (cfg.pipeline.max_payload, cfg.grace);
-                let spawned =
-                    thread::Builder::new()
-                        .name(format!("station-{id}"))
-                        .spawn(move || {
-                            station(id, stream, peer, &tx, max_payload, &stop, grace);
-                            mine.fetch_sub(1, Ordering::SeqCst);
-                        });
-                match spawned {
-                    Ok(h) => threads.push(h),
-                    Err(_) => {
-                        live.fetch_sub(1, Ordering::SeqCst);
-                    }
-                }
+        conns.retain(|l| !l.gone.load(Ordering::SeqCst));
+        threads.retain(|h: &thread::JoinHandle<()>| !h.is_finished());
+        let (stream, peer) = match listener.accept() {
+            Ok(x) => {
+                backoff = POLL;
+                x
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => thread::sleep(POLL / 4),
-            Err(_) => thread::sleep(POLL / 4),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                thread::sleep(POLL / 2);
+                continue;
+            }
+            Err(_) => {
+                // Out of descriptors, or the like: back off, go on.
+                c.accept_errors += 1;
+                thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        if live.load(Ordering::SeqCst) >= cfg.max_connections && !make_room(&conns) {
+            c.rejected += 1;
+            drop(stream); // closed at once; the others are unaffected
+            continue;
+        } else if live.load(Ordering::SeqCst) >= cfg.max_connections {
+            c.evicted += 1;
         }
-        threads.retain(|h| !h.is_finished());
+        let (Ok(closer), Ok(())) = (stream.try_clone(), stream.set_nonblocking(false)) else {
+            c.accept_errors += 1;
+            continue;
+        };
+        live.fetch_add(1, Ordering::SeqCst);
+        let id = c.accepted;
+        c.accepted += 1;
+        let last_frame = Arc::new(Mutex::new(Instant::now()));
+        let gone = Arc::new(AtomicBool::new(false));
+        conns.push(Live {
+            last_frame: Arc::clone(&last_frame),
+            closer,
+            gone: Arc::clone(&gone),
+        });
+        let guard = SlotGuard {
+            live: Arc::clone(&live),
+            gone,
+        };
+        let conn = Conn {
+            stream,
+            peer,
+            tx: tx.clone(),
+            cfg: cfg.clone(),
+            stop: Arc::clone(stop),
+            hard: Arc::clone(hard),
+            last_frame,
+            hello_errors: Arc::clone(&c.hello_errors),
+        };
+        let spawned = thread::Builder::new()
+            .name(format!("station-{id}"))
+            .spawn(move || {
+                let _guard = guard;
+                conn.run();
+            });
+        match spawned {
+            Ok(h) => threads.push(h),
+            Err(_) => c.accept_errors += 1, // the guard went with the closure
+        }
     }
     drop(listener); // stop accepting
     drop(tx);
     for h in threads {
         let _ = h.join();
     }
-    (accepted, rejected)
+    c
 }
 
-/// One station: read, decode, hand over chunks; at the end, its counters.
-fn station(
-    id: usize,
-    mut stream: TcpStream,
+/// Closes the connection idle the longest, if any has been idle at least
+/// [`EVICT_IDLE_AFTER`]. True when one was closed.
+fn make_room(conns: &[Live]) -> bool {
+    let idlest = conns
+        .iter()
+        .filter(|l| !l.gone.load(Ordering::SeqCst))
+        .map(|l| {
+            (
+                l.last_frame.lock().map(|t| t.elapsed()).unwrap_or_default(),
+                l,
+            )
+        })
+        .max_by_key(|(idle, _)| *idle);
+    match idlest {
+        Some((idle, l)) if idle >= EVICT_IDLE_AFTER => {
+            let _ = l.closer.shutdown(std::net::Shutdown::Both);
+            l.gone.store(true, Ordering::SeqCst);
+            true
+        }
+        _ => false,
+    }
+}
+
+/// One station connection and what its thread needs.
+struct Conn {
+    stream: TcpStream,
     peer: SocketAddr,
-    tx: &SyncSender<Msg>,
-    max_payload: u16,
-    stop: &Shutdown,
-    grace: Duration,
-) {
-    let decoder = Decoder::new(max_payload);
-    let read = super::read_frames(
-        &mut stream,
-        decoder,
-        CHUNK_FRAMES,
-        stop,
-        grace,
-        |batch, read_at| {
-            // The pipeline owns the chunk from here; the reader starts a new one.
-            let batch = std::mem::take(batch);
-            tx.send(Msg::Frames { batch, read_at }).is_ok()
-        },
-    );
-    // A socket that cannot be set up ends like a reset, with nothing decoded.
-    let stats = read.map(|(_, stats)| stats).unwrap_or_default();
-    let _ = tx.send(Msg::Closed {
-        station: id,
-        peer,
-        stats,
-    });
+    tx: SyncSender<Msg>,
+    cfg: ServeConfig,
+    stop: Arc<Shutdown>,
+    hard: Arc<Shutdown>,
+    last_frame: Arc<Mutex<Instant>>,
+    hello_errors: Arc<AtomicU64>,
 }
 
-type Outcome = (Summary, Vec<StationStats>, Latency, u64);
+/// Sends a session's ACKs.
+struct Acker<'a> {
+    stream: &'a TcpStream,
+    safe: &'a SafeOffset,
+    sent: u64,
+    broken: bool,
+}
+
+impl Acker<'_> {
+    /// Sends an ACK when the safe offset moved.
+    fn poll(&mut self) {
+        let safe = self.safe.get();
+        if self.broken || safe <= self.sent {
+            return;
+        }
+        let mut s = self.stream;
+        if s.write_all(&session::encode_ack(safe)).is_err() {
+            // The station will reconnect and resend from its last ACK.
+            self.broken = true;
+            return;
+        }
+        self.sent = safe;
+    }
+}
+
+impl Conn {
+    fn run(mut self) {
+        let cfg = &self.cfg;
+        let _ = set_keepalive(&self.stream);
+        let deadline = Instant::now() + cfg.hello_timeout;
+        let (opening, leftover) =
+            match session::read_opening(&mut self.stream, deadline, &self.stop) {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                    self.hello_errors.fetch_add(1, Ordering::SeqCst);
+                    eprintln!("meridian: {}: bad HELLO ({e}); closed", self.peer);
+                    return;
+                }
+                Err(_) => return, // reset before a byte: nothing to count
+            };
+        let (station, session) = match &opening {
+            Opening::Session { hello, .. } if !hello.name.is_empty() => (hello.name.clone(), true),
+            Opening::Session { .. } => (self.peer.to_string(), true),
+            _ => (self.peer.to_string(), false),
+        };
+        let _ = self.stream.set_write_timeout(Some(Duration::from_secs(1)));
+        let safe = Arc::new(SafeOffset::default());
+        let acked = Arc::new(AtomicU64::new(0));
+        let acker = std::cell::RefCell::new(Acker {
+            stream: &self.stream,
+            safe: &safe,
+            sent: 0,
+            broken: !session,
+        });
+        let mut end = 0u64;
+        let idle_closed = std::cell::Cell::new(false);
+        let last_frame = Arc::clone(&self.last_frame);
+        let (hard, idle_timeout) = (Arc::clone(&self.hard), cfg.idle_timeout);
+        let mut idle = || {
+            acker.borrow_mut().poll();
+            let since = last_frame.lock().map(|t| t.elapsed()).unwrap_or_default();
+            if since >= idle_timeout {
+                idle_closed.set(true);
+                return false;
+            }
+            !hard.requested()
+        };
+        let opts = ReadOptions {
+            decoder: Decoder::new(cfg.pipeline.max_payload),
+            chunk: CHUNK_FRAMES,
+            grace: cfg.grace,
+            poll: (cfg.ack_interval / 2).clamp(Duration::from_millis(1), POLL * 2),
+        };
+        let tx = self.tx.clone();
+        let read = super::read_frames_after(
+            &self.stream,
+            leftover,
+            opts,
+            &self.stop,
+            Some(&mut idle),
+            |batch, consumed, read_at| {
+                if let Ok(mut t) = self.last_frame.lock() {
+                    *t = Instant::now();
+                }
+                end = consumed;
+                let mut msg = Msg::Frames {
+                    batch: std::mem::take(batch),
+                    read_at,
+                    safe: Arc::clone(&safe),
+                    end: consumed,
+                };
+                // Not a blocking send: ACKs go on while the pipeline pushes back.
+                loop {
+                    match tx.try_send(msg) {
+                        Ok(()) => return true,
+                        Err(TrySendError::Full(m)) => {
+                            msg = m;
+                            acker.borrow_mut().poll();
+                            if self.hard.requested() {
+                                return false;
+                            }
+                            thread::sleep(Duration::from_millis(1));
+                        }
+                        Err(TrySendError::Disconnected(_)) => return false,
+                    }
+                }
+            },
+        );
+        // A socket that cannot be set up ends like a reset, with nothing decoded.
+        let stats = read.map(|(_, stats)| stats).unwrap_or_default();
+        let mut msg = Msg::Closed(Box::new(ClosedConn {
+            station,
+            peer: self.peer,
+            session,
+            stats,
+            acked: Arc::clone(&acked),
+            idle_closed: idle_closed.get(),
+        }));
+        loop {
+            match tx.try_send(msg) {
+                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(m)) if !self.hard.requested() => {
+                    msg = m;
+                    thread::sleep(Duration::from_millis(1));
+                }
+                Err(TrySendError::Full(_)) => break,
+            }
+        }
+        // Let the pipeline see the end of input while this connection waits
+        // for its last frames to be delivered and acked.
+        drop(tx);
+        drop(self.tx);
+        let mut a = acker.into_inner();
+        if session {
+            while a.sent < end && !a.broken && !self.hard.requested() {
+                a.poll();
+                thread::sleep(Duration::from_millis(2));
+            }
+            a.poll();
+        }
+        acked.store(if session { a.sent } else { 0 }, Ordering::SeqCst);
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+/// TCP keepalive, so a peer that vanished without a FIN is noticed.
+fn set_keepalive(s: &TcpStream) -> io::Result<()> {
+    let ka = socket2::TcpKeepalive::new()
+        .with_time(Duration::from_secs(10))
+        .with_interval(Duration::from_secs(5));
+    socket2::SockRef::from(s).set_tcp_keepalive(&ka)
+}
+
+/// A batch handed to the downstream and not yet confirmed.
+struct Pending {
+    /// The downstream's logical position at the end of its output.
+    end: u64,
+    frames: u64,
+    bytes: u64,
+    /// Station connections' offsets that become safe with it.
+    acks: Vec<(Arc<SafeOffset>, u64)>,
+    /// When its forwarded frames were read.
+    read_at: Vec<Instant>,
+}
+
+struct Outcome {
+    summary: Summary,
+    stations: Vec<StationStats>,
+    /// Per station entry, the acked-bytes cells of its connections.
+    acked: Vec<Vec<Arc<AtomicU64>>>,
+    idle_closed: u64,
+    latency: Latency,
+    ack_latency: Latency,
+    unacked_frames: u64,
+    unacked_bytes: u64,
+    unsent_frames: u64,
+}
 
 /// The batch being gathered and everything needed to forward it.
 struct Forwarder<'a> {
     cfg: &'a ServeConfig,
-    stop: &'a Shutdown,
     downstream: &'a mut Downstream,
     stages: BatchProcessor,
     batch: Batch,
     /// When each row's bytes were read.
     read_at: Vec<Instant>,
     first_at: Option<Instant>,
+    acks: Vec<(Arc<SafeOffset>, u64)>,
     out: Vec<u8>,
+    pending: VecDeque<Pending>,
     hist: hdrhistogram::Histogram<u64>,
-    unsent: u64,
+    ack_hist: hdrhistogram::Histogram<u64>,
+    unsent_frames: u64,
+    unsent_bytes: u64,
+    reported: bool,
 }
 
 impl Forwarder<'_> {
-    fn push(&mut self, chunk: &Batch, at: Instant) -> io::Result<()> {
-        for i in 0..chunk.len() {
+    fn push(&mut self, chunk: &Batch, at: Instant, safe: Arc<SafeOffset>, end: u64) {
+        let n = chunk.len();
+        for i in 0..n {
             if self.batch.is_empty() {
                 self.first_at = Some(at);
             }
             self.batch
                 .push(chunk.sat[i], chunk.seq[i], chunk.flags[i], chunk.frame(i));
             self.read_at.push(at);
+            if i + 1 == n {
+                // The chunk's end is safe once the batch with its last frame is.
+                self.acks.push((Arc::clone(&safe), end));
+            }
             if self.batch.len() >= self.cfg.pipeline.batch_size {
-                self.flush()?;
+                self.flush();
             }
         }
-        Ok(())
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush(&mut self) {
         if self.batch.is_empty() {
-            return Ok(());
+            return;
         }
         self.out.clear();
-        self.stages.process(&self.batch, &mut self.out, &mut ())?;
+        self.stages
+            .process(&self.batch, &mut self.out, &mut ())
+            .expect("writing into a Vec cannot fail");
         let frames = self.stages.row_ids().len() as u64;
-        match self
-            .downstream
-            .send(&self.out, frames, self.stop, self.cfg.grace)
-        {
+        let bytes = self.out.len() as u64;
+        let read_at: Vec<Instant> = self
+            .stages
+            .row_ids()
+            .iter()
+            .map(|&r| self.read_at[r as usize])
+            .collect();
+        match self.downstream.send(&self.out) {
             Ok(()) => {
                 let now = Instant::now();
-                for &r in self.stages.row_ids() {
-                    let us = now.duration_since(self.read_at[r as usize]).as_micros() as u64;
+                for t in &read_at {
+                    let us = now.duration_since(*t).as_micros() as u64;
                     self.hist.saturating_record(us.max(1));
                 }
+                self.pending.push_back(Pending {
+                    end: self.downstream.sent(),
+                    frames,
+                    bytes,
+                    acks: std::mem::take(&mut self.acks),
+                    read_at,
+                });
             }
             Err(e) => {
-                self.unsent += frames;
-                eprintln!("error: {e}; {frames} frames not delivered");
+                // Only after the hard stop: these frames and their stations'
+                // offsets are never confirmed.
+                self.unsent_frames += frames;
+                self.unsent_bytes += bytes;
+                self.acks.clear();
+                if !self.reported {
+                    eprintln!("meridian: giving up on the downstream: {e}");
+                    self.reported = true;
+                }
             }
         }
         self.batch.clear();
         self.read_at.clear();
         self.first_at = None;
-        Ok(())
+    }
+
+    /// Takes the downstream's confirmations (polling it first, unless it is
+    /// closed) and makes station offsets safe.
+    fn release(&mut self, poll: bool) {
+        if poll {
+            let _ = self.downstream.poll();
+        }
+        let delivered = self.downstream.delivered();
+        let now = Instant::now();
+        while self.pending.front().is_some_and(|p| p.end <= delivered) {
+            let p = self.pending.pop_front().expect("looked at above");
+            for (safe, off) in &p.acks {
+                safe.advance(*off);
+            }
+            for t in &p.read_at {
+                let us = now.duration_since(*t).as_micros() as u64;
+                self.ack_hist.saturating_record(us.max(1));
+            }
+        }
+    }
+}
+
+/// Per-station counters keyed by station, capped at [`MAX_STATION_ENTRIES`].
+#[derive(Default)]
+struct StationTable {
+    index: HashMap<String, usize>,
+    entries: Vec<StationStats>,
+    acked: Vec<Vec<Arc<AtomicU64>>>,
+    idle_closed: u64,
+}
+
+impl StationTable {
+    fn add(&mut self, c: &ClosedConn) {
+        let key = if self.index.contains_key(&c.station)
+            || self.entries.len() + 1 < MAX_STATION_ENTRIES
+        {
+            c.station.as_str()
+        } else {
+            OTHER_STATIONS
+        };
+        let i = match self.index.get(key) {
+            Some(&i) => i,
+            None => {
+                self.entries.push(StationStats {
+                    station: key.to_string(),
+                    ..StationStats::default()
+                });
+                self.acked.push(Vec::new());
+                self.index.insert(key.to_string(), self.entries.len() - 1);
+                self.entries.len() - 1
+            }
+        };
+        let e = &mut self.entries[i];
+        e.peer = c.peer.to_string();
+        e.connections += 1;
+        e.sessions += u64::from(c.session);
+        e.idle_closed += u64::from(c.idle_closed);
+        self.idle_closed += u64::from(c.idle_closed);
+        e.decode.add(&c.stats);
+        self.acked[i].push(Arc::clone(&c.acked));
     }
 }
 
@@ -310,85 +849,102 @@ fn pipeline_loop(
     rx: Receiver<Msg>,
     cfg: &ServeConfig,
     stop: &Shutdown,
+    hard: &Shutdown,
+    stages: BatchProcessor,
     downstream: &mut Downstream,
-) -> io::Result<Outcome> {
+) -> Outcome {
     let pc = cfg.pipeline;
+    let new_hist =
+        || hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds");
     let mut f = Forwarder {
         cfg,
-        stop,
         downstream,
-        stages: BatchProcessor::new(pc),
+        stages,
         batch: Batch::with_capacity(pc.batch_size, 64),
         read_at: Vec::with_capacity(pc.batch_size),
         first_at: None,
+        acks: Vec::new(),
         out: Vec::new(),
-        hist: hdrhistogram::Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("valid bounds"),
-        unsent: 0,
+        pending: VecDeque::new(),
+        hist: new_hist(),
+        ack_hist: new_hist(),
+        unsent_frames: 0,
+        unsent_bytes: 0,
+        reported: false,
     };
     let mut decode = DecodeStats::default();
-    let mut stations: Vec<StationStats> = Vec::new();
+    let mut table = StationTable::default();
     let mut last_stats = Instant::now();
+    let tick = (cfg.ack_interval / 2).clamp(Duration::from_millis(1), POLL);
     loop {
         let timeout = match f.first_at {
-            Some(t) => (t + cfg.max_delay).saturating_duration_since(Instant::now()),
-            None => POLL,
+            Some(t) => (t + cfg.max_delay)
+                .saturating_duration_since(Instant::now())
+                .min(tick),
+            None => tick,
         };
         match rx.recv_timeout(timeout) {
-            Ok(Msg::Frames { batch, read_at }) => {
-                f.push(&batch, read_at)?;
-                // While chunks keep coming, recv never times out: enforce
-                // the delay here too.
-                if f.first_at.is_some_and(|t| t.elapsed() >= cfg.max_delay) {
-                    f.flush()?;
-                }
+            Ok(Msg::Frames {
+                batch,
+                read_at,
+                safe,
+                end,
+            }) => f.push(&batch, read_at, safe, end),
+            Ok(Msg::Closed(c)) => {
+                decode.add(&c.stats);
+                table.add(&c);
             }
-            Ok(Msg::Closed {
-                station,
-                peer,
-                stats,
-            }) => {
-                decode.add(&stats);
-                if stations.len() <= station {
-                    stations.resize(station + 1, StationStats::default());
-                }
-                stations[station] = StationStats {
-                    peer: peer.to_string(),
-                    decode: stats,
-                };
-            }
-            Err(RecvTimeoutError::Timeout) => {
-                if f.first_at.is_some_and(|t| t.elapsed() >= cfg.max_delay) {
-                    f.flush()?;
-                }
-            }
+            Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
+        // While chunks keep coming, recv never times out: enforce the delay here.
+        if f.first_at.is_some_and(|t| t.elapsed() >= cfg.max_delay) {
+            f.flush();
+        }
+        f.release(true);
         if let Some(every) = cfg.stats_interval {
             if last_stats.elapsed() >= every {
                 last_stats = Instant::now();
                 let s = f.stages.stats();
                 eprintln!(
-                    "serve: {} forwarded, {} duplicates, {} invalid, {} batches, p99 {} us",
+                    "serve: {} forwarded, {} awaiting the downstream, {} duplicates, {} invalid, {} batches, p99 {} us{}",
                     s.forwarded,
+                    f.pending.iter().map(|p| p.frames).sum::<u64>(),
                     s.duplicates,
                     s.invalid,
                     s.batches,
-                    f.hist.value_at_quantile(0.99)
+                    f.hist.value_at_quantile(0.99),
+                    if stop.requested() { " (stopping)" } else { "" }
                 );
             }
         }
     }
-    f.flush()?;
-    let latency = Latency {
-        p50: f.hist.value_at_quantile(0.50),
-        p99: f.hist.value_at_quantile(0.99),
-        p999: f.hist.value_at_quantile(0.999),
-        frames: f.hist.len(),
+    f.flush();
+    // Drain: deliver what was read, until the hard stop.
+    while !f.pending.is_empty() && !hard.requested() {
+        f.release(true);
+        if !f.pending.is_empty() {
+            thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let deadline = if hard.requested() {
+        Instant::now()
+    } else {
+        Instant::now() + Duration::from_millis(500)
     };
-    Ok((
-        Summary::new(decode, f.stages.stats()),
-        stations,
-        latency,
-        f.unsent,
-    ))
+    f.downstream.finish(deadline);
+    f.release(false);
+    let unacked_frames = f.unsent_frames + f.pending.iter().map(|p| p.frames).sum::<u64>();
+    let unacked_bytes = f.unsent_bytes + f.pending.iter().map(|p| p.bytes).sum::<u64>();
+    Outcome {
+        summary: Summary::new(decode, f.stages.stats()),
+        stations: table.entries,
+        acked: table.acked,
+        idle_closed: table.idle_closed,
+        latency: Latency::of(&f.hist),
+        ack_latency: Latency::of(&f.ack_hist),
+        unacked_frames,
+        unacked_bytes,
+        unsent_frames: f.unsent_frames,
+    }
 }

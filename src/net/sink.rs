@@ -381,7 +381,7 @@ fn check_stream(
 /// walks the whole frames from the start; where they stop, if what is left
 /// is shorter than one largest frame and holds no complete frame, it is a
 /// frame a killed sink was writing, and is cut. Returns the bytes cut.
-fn cut_torn_tail(f: &mut File) -> io::Result<u64> {
+pub(crate) fn cut_torn_tail(f: &mut File) -> io::Result<u64> {
     let len = f.metadata()?.len();
     f.seek(SeekFrom::Start(0))?;
     let mut r = io::BufReader::with_capacity(1 << 20, &*f);
