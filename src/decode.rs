@@ -233,6 +233,9 @@ impl<R: Read> FrameReader<R> {
 
     /// Clears `batch` and fills it with up to `limit` frames. Returns the
     /// number of rows; 0 means the input has ended and been fully decoded.
+    ///
+    /// # Errors
+    /// The first read error of the inner reader (after `Interrupted` retries).
     pub fn fill(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
         self.fill_until(batch, limit, false)
     }
@@ -240,6 +243,9 @@ impl<R: Read> FrameReader<R> {
     /// Like [`FrameReader::fill`], but returns as soon as a read has yielded
     /// at least one frame instead of waiting for `limit`: a network link
     /// hands over what arrived without holding it back for more.
+    ///
+    /// # Errors
+    /// As [`FrameReader::fill`].
     pub fn fill_some(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
         self.fill_until(batch, limit, true)
     }

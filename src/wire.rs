@@ -85,6 +85,9 @@ pub fn frame_crc(frame_without_crc: &[u8]) -> u32 {
 }
 
 /// The CRC stored in the last four bytes of a complete frame.
+///
+/// # Panics
+/// When `frame` is shorter than [`CRC_LEN`] bytes.
 #[inline]
 pub fn stored_crc(frame: &[u8]) -> u32 {
     let n = frame.len();

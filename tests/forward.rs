@@ -21,7 +21,7 @@ struct Stingy {
 impl Stingy {
     fn next_cap(&mut self) -> Option<usize> {
         self.calls += 1;
-        if self.interrupt_every > 0 && self.calls % self.interrupt_every == 0 {
+        if self.interrupt_every > 0 && self.calls.is_multiple_of(self.interrupt_every) {
             return None;
         }
         Some(self.caps[self.calls % self.caps.len()])

@@ -77,6 +77,10 @@ impl SortUnique {
     /// Writes into `survivors` the first row of each (sat, seq) among the set
     /// bits of `mask`, in ascending (sat, seq) order, and returns how many
     /// later copies were dropped.
+    ///
+    /// # Panics
+    /// When the batch holds more than `u32::MAX` rows (the
+    /// CLI caps batches at 1048576).
     pub fn run<R: Rows + ?Sized>(
         &mut self,
         rows: &R,

@@ -214,9 +214,10 @@ impl SessionClient {
     /// while the unacked bytes would exceed `max_unacked`, reconnecting and
     /// resending after faults. Returns once they are written (not acked).
     ///
-    /// Errors: `Interrupted` when the stop flag is set, `TimedOut` when
-    /// `give_up` passed without progress; the bytes stay retained either
-    /// way, and [`SessionClient::pushed`] counts them.
+    /// # Errors
+    /// `Interrupted` when the stop flag is set, `TimedOut` when `give_up`
+    /// passed without progress; the bytes stay retained either way, and
+    /// [`SessionClient::pushed`] counts them.
     pub fn push(&mut self, bytes: &[u8]) -> io::Result<()> {
         while !self.retained.is_empty() && self.retained.len() + bytes.len() > self.opts.max_unacked
         {
@@ -244,8 +245,11 @@ impl SessionClient {
     }
 
     /// Waits until everything pushed is acked, reconnecting and resending as
-    /// needed. Errors: `TimedOut` at `deadline` or when `give_up` passed
-    /// without progress, `Interrupted` on a stop.
+    /// needed.
+    ///
+    /// # Errors
+    /// `TimedOut` at `deadline` or when `give_up` passed without progress,
+    /// `Interrupted` on a stop.
     pub fn wait_acked(&mut self, deadline: Instant) -> io::Result<()> {
         loop {
             self.apply();

@@ -61,7 +61,7 @@ pub enum Target {
 #[derive(Debug)]
 pub enum Downstream {
     /// A TCP consumer, through the session client (raw or not).
-    Tcp(SessionClient),
+    Tcp(Box<SessionClient>),
     /// A file.
     File(FileOut),
 }
@@ -89,7 +89,7 @@ impl Downstream {
                 give_up: None,
                 ..ClientOptions::default()
             };
-            Downstream::Tcp(SessionClient::new(addr, opts, hard_stop.clone()))
+            Downstream::Tcp(Box::new(SessionClient::new(addr, opts, hard_stop.clone())))
         };
         Ok(match target {
             Target::Forward(addr) => client(addr, false),

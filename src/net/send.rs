@@ -116,6 +116,9 @@ impl SendReport {
 /// station ends: all acked, `ack_timeout` after its last push,
 /// `reconnect_deadline` without progress, or a stop. Errors only when a
 /// station thread could not run; delivery failures are in the report.
+///
+/// # Errors
+/// When a station thread cannot be started or panicked.
 pub fn send_stations_with(
     addr: &str,
     cfg: &GenConfig,
@@ -208,6 +211,9 @@ fn run_station(
 /// station when given. Returns the bytes sent. No HELLO and no ACKs: what
 /// a server had not read when it failed is lost; see [`send_stations_with`]
 /// for sessions.
+///
+/// # Errors
+/// The first connect or write error of any station.
 pub fn send_stations(addr: &str, cfg: &GenConfig, rate: Option<f64>) -> io::Result<u64> {
     let opts = SendOptions {
         rate,

@@ -155,6 +155,10 @@ pub enum Opening {
 /// Decides what a connection is from its first bytes (`bytes` is all that
 /// arrived so far, from the first byte). A byte that differs from "MRDH"
 /// decides `Plain` at once, without waiting for four bytes.
+///
+/// # Errors
+/// A HELLO with a bad version, a name over [`MAX_NAME_LEN`] bytes or a
+/// name that is not UTF-8.
 pub fn parse_opening(bytes: &[u8]) -> Result<Opening, SessionError> {
     let magic = bytes.len().min(HELLO_MAGIC.len());
     if bytes[..magic] != HELLO_MAGIC[..magic] {
@@ -194,6 +198,9 @@ pub fn parse_opening(bytes: &[u8]) -> Result<Opening, SessionError> {
 /// caller that keeps the connection should treat it as plain. A protocol
 /// violation is an error of kind `InvalidData` holding a [`SessionError`].
 /// The socket's read timeout is left at a short poll interval.
+///
+/// # Errors
+/// A bad HELLO (kind `InvalidData`), or a socket error.
 pub fn read_opening(
     stream: &mut TcpStream,
     deadline: Instant,
@@ -266,6 +273,9 @@ impl AckParser {
     /// ACK they completed, if any. Anything that is not an ACK, or an offset
     /// below an earlier one, is an error: the connection is broken, and the
     /// parser should not be fed again.
+    ///
+    /// # Errors
+    /// Bytes that are not an ACK, or an offset below an earlier one.
     pub fn feed(&mut self, mut bytes: &[u8]) -> Result<Option<u64>, SessionError> {
         let mut newest = None;
         while !bytes.is_empty() {

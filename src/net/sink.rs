@@ -108,6 +108,9 @@ impl Default for SinkOptions {
 /// `stop` is triggered, one thread each, with one set of keys between them.
 /// Frames go to `out` when given (truncated first). Sessions are ACKed; see
 /// the module documentation and [`sink_with`].
+///
+/// # Errors
+/// As [`sink_with`].
 pub fn sink(
     listener: TcpListener,
     out: Option<&Path>,
@@ -136,6 +139,9 @@ struct Out {
 /// triggered, and checks each,
 /// one thread each, with one set of keys between them. Sessions are ACKed
 /// as the module documentation says; plain streams are not.
+///
+/// # Errors
+/// When `out` cannot be opened or written, or `accept` fails.
 pub fn sink_with(
     listener: TcpListener,
     opts: &SinkOptions,

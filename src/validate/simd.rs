@@ -12,6 +12,9 @@ use super::scalar;
 
 /// Writes the validity mask of the rows (`sat[i]`, `flags[i]`) into `mask`
 /// and returns the number of valid rows. See the module above for the layout.
+///
+/// # Panics
+/// When the two columns differ in length.
 pub fn valid_mask(sat: &[u32], flags: &[u8], max_sat: u32, mask: &mut Vec<u64>) -> usize {
     assert_eq!(sat.len(), flags.len(), "columns differ in length");
     let n = sat.len();
