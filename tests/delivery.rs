@@ -420,13 +420,27 @@ fn frames_of(keys: impl IntoIterator<Item = Key>) -> Vec<u8> {
     out
 }
 
+/// The RNG seeds of the crash tests: 3, or `DELIVERY_SEEDS` of them.
+fn seeds(first: u64) -> std::ops::Range<u64> {
+    let count = std::env::var("DELIVERY_SEEDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3);
+    first..first + count
+}
+
 // ---------------------------------------------------------------------------
 // 1 and 2: serve SIGKILLed and restarted on the same port
 
 /// Runs 3 stations through `serve` (on one fixed port, `target` downstream)
 /// and SIGKILLs serve twice at delays drawn from `seed`, restarting it each
 /// time; returns the valid unique keys once gen exited 0 and serve ended.
-fn crash_serve_twice(target: &[&str], rng_seed: u64, gen_seed: u64) -> (HashSet<Key>, u32) {
+fn crash_serve_twice(
+    target: &[&str],
+    out: Option<&Path>,
+    rng_seed: u64,
+    gen_seed: u64,
+) -> (HashSet<Key>, u32) {
     let port = free_port();
     let extra = ["--grace-ms", "300", "--drain-ms", "3000"];
     let args = serve_args(&port, target, &extra);
@@ -449,7 +463,16 @@ fn crash_serve_twice(target: &[&str], rng_seed: u64, gen_seed: u64) -> (HashSet<
         serve.kill9();
         kills += 1;
         thread::sleep(Duration::from_millis(rng.u64(0..200)));
+        let held = out.map_or(0, |p| std::fs::metadata(p).map_or(0, |m| m.len()));
         serve = Proc::listening(&args).0;
+        if held > 0 {
+            // Restarted on a file holding frames: the window comes back first.
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !serve.lines().iter().any(|l| l.contains("window rebuilt")) {
+                assert!(Instant::now() < deadline, "no rebuild: {:?}", serve.lines());
+                thread::sleep(Duration::from_millis(5));
+            }
+        }
     }
     let code = gen.wait_code(Duration::from_secs(30));
     assert_eq!(code, 0, "gen did not get every frame acked: {:?}", gen.lines());
@@ -462,10 +485,10 @@ fn crash_serve_twice(target: &[&str], rng_seed: u64, gen_seed: u64) -> (HashSet<
 
 #[test]
 fn serve_out_sigkilled_and_restarted_loses_and_repeats_nothing() {
-    for rng_seed in [1u64, 2, 3] {
+    for rng_seed in seeds(1) {
         let dir = Scratch::new(&format!("kill-out-{rng_seed}"));
         let out = dir.path("out.bin");
-        let (want, kills) = crash_serve_twice(&["--out", s(&out)], rng_seed, 100 + rng_seed);
+        let (want, kills) = crash_serve_twice(&["--out", s(&out)], Some(&out), rng_seed, 100 + rng_seed);
         let got = keys_once(&out);
         assert_same(&got, &want, &format!("rng seed {rng_seed}, {kills} kills"));
     }
@@ -474,7 +497,7 @@ fn serve_out_sigkilled_and_restarted_loses_and_repeats_nothing() {
 #[test]
 fn serve_forward_sigkilled_and_restarted_delivers_everything() {
     let mut total_repeats = 0;
-    for rng_seed in [11u64, 12, 13] {
+    for rng_seed in seeds(11) {
         let dir = Scratch::new(&format!("kill-fwd-{rng_seed}"));
         let out = dir.path("sink.bin");
         let (mut sink, sink_addr) = Proc::listening(&[
@@ -486,7 +509,7 @@ fn serve_forward_sigkilled_and_restarted_delivers_everything() {
             "--append",
             "--json",
         ]);
-        let (want, kills) = crash_serve_twice(&["--forward", &sink_addr], rng_seed, 200 + rng_seed);
+        let (want, kills) = crash_serve_twice(&["--forward", &sink_addr], None, rng_seed, 200 + rng_seed);
         sink.signal("TERM");
         let k = sink.finish(Duration::from_secs(10), 0);
         let keys = keys_in(&out);
@@ -752,6 +775,67 @@ fn poisoned_high_mark_is_suspect_and_genuine_frames_go_through() {
 }
 
 #[test]
+fn poison_after_the_satellite_is_established_is_suspect() {
+    let dir = Scratch::new("poison-late");
+    let out = dir.path("out.bin");
+    let (mut serve, addr) = Proc::listening(&serve_args(
+        "127.0.0.1:0",
+        &["--out", s(&out)],
+        &["--stale", "drop", "--grace-ms", "300"],
+    ));
+    let mut st = Station::connect(&addr, "poisoner");
+    // Genuine traffic first, delivered (so in a batch of its own).
+    st.send(&frames_of((900..1000).map(|q| (1, q))));
+    st.wait_acked(Duration::from_secs(5));
+    // The poison alone, then the rest with copies.
+    st.send(&frames_of([(1, u64::MAX)]));
+    st.wait_acked(Duration::from_secs(5));
+    let mut bytes = frames_of((1000..1200).map(|q| (1, q)));
+    bytes.extend(frames_of((1000..1100).map(|q| (1, q))));
+    st.send(&bytes);
+    st.wait_acked(Duration::from_secs(5));
+    drop(st);
+    serve.signal("TERM");
+    let sum = serve.finish(Duration::from_secs(10), 0);
+    let got = keys_once(&out);
+    let want: HashSet<Key> = (900..1200).map(|q| (1, q)).collect();
+    assert_same(&got, &want, &format!("poison after traffic: {sum}"));
+    assert_eq!(n(&sum, "suspect"), 1, "{sum}");
+    assert_eq!(n(&sum, "duplicates"), 100, "{sum}");
+}
+
+/// The poison as the very first frame of a satellite, delivered in a batch
+/// of its own (e.g. the satellite's first frame after serve started, or
+/// after hostile ids got it evicted): it anchors the window at u64::MAX, and
+/// with `--stale drop` the first `--reanchor-after` - 1 genuine frames are
+/// dropped as stale, yet acked to the station.
+#[test]
+#[ignore = "bug (design limit): a lone first frame anchors its satellite unconditionally; a poison seq then costs reanchor_after-1 genuine frames under --stale drop (src/dedup/window.rs, Anchoring)"]
+fn poison_as_the_first_frame_of_a_satellite_loses_no_genuine_frame() {
+    let dir = Scratch::new("poison-first");
+    let out = dir.path("out.bin");
+    let (mut serve, addr) = Proc::listening(&serve_args(
+        "127.0.0.1:0",
+        &["--out", s(&out)],
+        &["--stale", "drop", "--grace-ms", "300"],
+    ));
+    let mut st = Station::connect(&addr, "poisoner");
+    st.send(&frames_of([(1, u64::MAX)]));
+    st.wait_acked(Duration::from_secs(5));
+    let mut bytes = frames_of((1000..1200).map(|q| (1, q)));
+    bytes.extend(frames_of((1000..1100).map(|q| (1, q))));
+    st.send(&bytes);
+    st.wait_acked(Duration::from_secs(5));
+    drop(st);
+    serve.signal("TERM");
+    let sum = serve.finish(Duration::from_secs(10), 0);
+    let got = keys_once(&out);
+    let genuine: HashSet<Key> = (1000..1200).map(|q| (1, q)).collect();
+    let missing = genuine.difference(&got).count();
+    assert_eq!(missing, 0, "{missing} genuine frames acked but not forwarded: {sum}");
+}
+
+#[test]
 fn counter_restart_reanchors_and_later_copies_are_duplicates() {
     let dir = Scratch::new("restart-counter");
     let out = dir.path("out.bin");
@@ -895,3 +979,4 @@ fn out_restart_without_crash_appends_no_copy() {
         assert_same(&got, &want, &format!("after the run of {frames} frames: {sum}"));
     }
 }
+
