@@ -212,10 +212,8 @@ struct Scratch(PathBuf);
 
 impl Scratch {
     fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!(
-            "meridian-delivery-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("meridian-delivery-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
         Scratch(dir)
@@ -475,7 +473,12 @@ fn crash_serve_twice(
         }
     }
     let code = gen.wait_code(Duration::from_secs(30));
-    assert_eq!(code, 0, "gen did not get every frame acked: {:?}", gen.lines());
+    assert_eq!(
+        code,
+        0,
+        "gen did not get every frame acked: {:?}",
+        gen.lines()
+    );
     serve.signal("TERM");
     let sum = serve.finish(Duration::from_secs(10), 0);
     assert_eq!(n(&sum, "unacked_frames"), 0, "{sum}");
@@ -488,7 +491,8 @@ fn serve_out_sigkilled_and_restarted_loses_and_repeats_nothing() {
     for rng_seed in seeds(1) {
         let dir = Scratch::new(&format!("kill-out-{rng_seed}"));
         let out = dir.path("out.bin");
-        let (want, kills) = crash_serve_twice(&["--out", s(&out)], Some(&out), rng_seed, 100 + rng_seed);
+        let (want, kills) =
+            crash_serve_twice(&["--out", s(&out)], Some(&out), rng_seed, 100 + rng_seed);
         let got = keys_once(&out);
         assert_same(&got, &want, &format!("rng seed {rng_seed}, {kills} kills"));
     }
@@ -509,7 +513,8 @@ fn serve_forward_sigkilled_and_restarted_delivers_everything() {
             "--append",
             "--json",
         ]);
-        let (want, kills) = crash_serve_twice(&["--forward", &sink_addr], None, rng_seed, 200 + rng_seed);
+        let (want, kills) =
+            crash_serve_twice(&["--forward", &sink_addr], None, rng_seed, 200 + rng_seed);
         sink.signal("TERM");
         let k = sink.finish(Duration::from_secs(10), 0);
         let keys = keys_in(&out);
@@ -520,7 +525,10 @@ fn serve_forward_sigkilled_and_restarted_delivers_everything() {
         // stations when it died: at most one more copy per crash.
         let repeats: u64 = c.values().map(|&m| u64::from(m - 1)).sum();
         let most = c.values().copied().max().unwrap_or(0);
-        assert!(most <= 1 + kills, "a key arrived {most} times with {kills} crashes");
+        assert!(
+            most <= 1 + kills,
+            "a key arrived {most} times with {kills} crashes"
+        );
         assert_eq!(n(&k, "repeated_keys"), repeats, "{k}");
         eprintln!(
             "rng seed {rng_seed}: {kills} crashes of serve, {repeats} repeated frames of {} keys",
@@ -553,7 +561,13 @@ fn sink_sigkilled_and_restarted_with_append_gets_everything() {
         &["--grace-ms", "300"],
     ));
     // About 1.5 s of traffic.
-    let mut gen = gen_connect(&addr, 3, 4500, 41, &["--rate", "1000", "--give-up-ms", "20000"]);
+    let mut gen = gen_connect(
+        &addr,
+        3,
+        4500,
+        41,
+        &["--rate", "1000", "--give-up-ms", "20000"],
+    );
     thread::sleep(Duration::from_millis(600));
     sink1.kill9();
     let before = std::fs::read(&out).unwrap();
@@ -832,7 +846,10 @@ fn poison_as_the_first_frame_of_a_satellite_loses_no_genuine_frame() {
     let got = keys_once(&out);
     let genuine: HashSet<Key> = (1000..1200).map(|q| (1, q)).collect();
     let missing = genuine.difference(&got).count();
-    assert_eq!(missing, 0, "{missing} genuine frames acked but not forwarded: {sum}");
+    assert_eq!(
+        missing, 0,
+        "{missing} genuine frames acked but not forwarded: {sum}"
+    );
 }
 
 #[test]
@@ -904,7 +921,9 @@ fn hostile_satellite_ids_stay_within_the_window_memory_budget() {
         st.send(&frames_of(keys));
         // Genuine traffic in between.
         let genuine: Vec<Key> = (1..=4)
-            .flat_map(|sat| (u64::from(chunk) * 50..u64::from(chunk + 1) * 50).map(move |q| (sat, q)))
+            .flat_map(|sat| {
+                (u64::from(chunk) * 50..u64::from(chunk + 1) * 50).map(move |q| (sat, q))
+            })
             .collect();
         want.extend(genuine.iter().copied());
         st.send(&frames_of(genuine));
@@ -941,7 +960,9 @@ fn idle_sockets_at_the_connection_limit_make_room_for_a_station() {
         &["--out", s(&out)],
         &["--max-connections", "64", "--grace-ms", "300"],
     ));
-    let idle: Vec<TcpStream> = (0..64).map(|_| TcpStream::connect(&addr).unwrap()).collect();
+    let idle: Vec<TcpStream> = (0..64)
+        .map(|_| TcpStream::connect(&addr).unwrap())
+        .collect();
     // Idle for more than a second: evictable.
     thread::sleep(Duration::from_millis(1200));
     let mut gen = gen_connect(&addr, 3, 3000, 91, &["--give-up-ms", "15000"]);
@@ -976,7 +997,10 @@ fn out_restart_without_crash_appends_no_copy() {
         let sum = serve.finish(Duration::from_secs(10), 0);
         want.extend(expected_keys(3, frames, 101));
         let got = keys_once(&out);
-        assert_same(&got, &want, &format!("after the run of {frames} frames: {sum}"));
+        assert_same(
+            &got,
+            &want,
+            &format!("after the run of {frames} frames: {sum}"),
+        );
     }
 }
-
