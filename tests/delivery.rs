@@ -498,6 +498,54 @@ fn serve_out_sigkilled_and_restarted_loses_and_repeats_nothing() {
     }
 }
 
+/// Fast traffic (60,000 frames/s in all), so a kill may land in the middle
+/// of a write and leave a torn frame at the file's end.
+#[test]
+fn serve_out_sigkilled_under_fast_traffic() {
+    for rng_seed in seeds(31) {
+        let dir = Scratch::new(&format!("kill-fast-{rng_seed}"));
+        let out = dir.path("out.bin");
+        let port = free_port();
+        let args = serve_args(&port, &["--out", s(&out)], &["--grace-ms", "300"]);
+        let (mut serve, _) = Proc::listening(&args);
+        let frames = 60_000;
+        let mut gen = gen_connect(
+            &port,
+            3,
+            frames,
+            300 + rng_seed,
+            &["--rate", "20000", "--give-up-ms", "20000"],
+        );
+        let mut rng = fastrand::Rng::with_seed(rng_seed);
+        let mut kills = 0;
+        for _ in 0..3 {
+            thread::sleep(Duration::from_millis(rng.u64(20..250)));
+            if gen.try_status().is_some() {
+                break;
+            }
+            serve.kill9();
+            kills += 1;
+            serve = Proc::listening(&args).0;
+        }
+        let code = gen.wait_code(Duration::from_secs(30));
+        assert_eq!(code, 0, "gen: {:?}", gen.lines());
+        serve.signal("TERM");
+        let sum = serve.finish(Duration::from_secs(10), 0);
+        let got = keys_once(&out);
+        let want = expected_keys(3, frames, 300 + rng_seed);
+        assert_same(
+            &got,
+            &want,
+            &format!("rng seed {rng_seed}, {kills} kills: {sum}"),
+        );
+        println!(
+            "fast traffic, rng seed {rng_seed}: {kills} kills, {} frames decoded by the last run",
+            n(&sum, "frames_decoded")
+        );
+        assert!(kills >= 1, "gen finished before the first kill");
+    }
+}
+
 #[test]
 fn serve_forward_sigkilled_and_restarted_delivers_everything() {
     let mut total_repeats = 0;
@@ -681,6 +729,43 @@ fn downstream_that_never_reads_ends_within_deadlines_with_exit_1() {
     let code = gen.wait_code(Duration::from_secs(15));
     assert_eq!(code, 1, "gen: {:?}", gen.lines());
     println!("never-reading downstream: serve exited {took:?} after SIGTERM: {sum}");
+}
+
+#[test]
+fn second_sigterm_hurries_past_grace_and_drain() {
+    let holder = Holder::start();
+    let (mut serve, addr) = Proc::listening(&serve_args(
+        "127.0.0.1:0",
+        &["--forward", &holder.addr],
+        &[
+            "--unacked-bytes",
+            "1048576",
+            "--max-payload",
+            "1000",
+            "--grace-ms",
+            "5000",
+            "--drain-ms",
+            "5000",
+        ],
+    ));
+    let mut gen = gen_connect(
+        &addr,
+        3,
+        30_000,
+        63,
+        &["--rate", "5000", "--give-up-ms", "3000"],
+    );
+    thread::sleep(Duration::from_millis(800));
+    serve.signal("TERM");
+    thread::sleep(Duration::from_millis(300));
+    let t0 = Instant::now();
+    serve.signal("TERM");
+    let sum = serve.finish(Duration::from_secs(2), 1);
+    let took = t0.elapsed();
+    assert!(n(&sum, "unacked_frames") > 0, "{sum}");
+    assert_eq!(n(&sum, "forwarded"), 0, "{sum}");
+    gen.kill9();
+    println!("second SIGTERM: serve exited {took:?} after it");
 }
 
 #[test]
