@@ -8,7 +8,10 @@
 //! `.ci/run` runs it. When a change makes the pipeline cheaper, lower the
 //! limits to the new count plus the same headroom, in the same commit.
 
-#![allow(missing_docs, reason = "gungraun's macros generate undocumented modules")]
+#![allow(
+    missing_docs,
+    reason = "gungraun's macros generate undocumented modules"
+)]
 
 use std::hint::black_box;
 

@@ -231,7 +231,12 @@ impl NaiveDedup {
             }
         }
         sat.high = high;
-        sat.members.retain(|&q| high - q < width);
+        // Keep (H - W, H]: split_off is O(log n), a retain would walk every member.
+        if width == 0 {
+            sat.members.clear();
+        } else if high >= width {
+            sat.members = sat.members.split_off(&(high - (width - 1)));
+        }
         sat.ring_words = sat.ring_words.max(Self::need(width, limits, sat));
         out
     }

@@ -328,6 +328,9 @@ pub enum RunError {
     /// More than one thread asked of a layout other than soa.
     #[error("--threads above 1 is only for --layout soa")]
     ThreadsNeedSoa,
+    /// Window limits asked of the baseline, which has the plain window only.
+    #[error("--layout baseline has the plain window only: drop --max-seq-jump, --reanchor-after and --window-memory")]
+    BaselineHasNoLimits,
     /// The decoder finds no frame in the input (with the limit that rejected them).
     #[error("the workload holds no frame the decoder accepts (--max-payload is {max_payload}: is the workload's payload longer?)")]
     NoFrame {
@@ -355,6 +358,9 @@ pub fn run(data: &[u8], opts: &RunOptions) -> Result<RunReport, RunError> {
     opts.cfg.check()?;
     if opts.threads > 1 && opts.layout != Layout::Soa {
         return Err(RunError::ThreadsNeedSoa);
+    }
+    if opts.layout == Layout::Baseline && opts.cfg.limits != crate::dedup::WindowLimits::OFF {
+        return Err(RunError::BaselineHasNoLimits);
     }
     let mut first = Batch::default();
     Decoder::new(opts.cfg.max_payload).decode(data, true, &mut first, 1);

@@ -1,16 +1,16 @@
 //! The pipeline as a first version would write it: decoded frames as structs
 //! that own their bytes, a new `Vec` at every step, a `HashSet` dedup rebuilt
-//! each batch and a `BTreeMap` window ([`NaiveDedup`]), a sort of the
+//! each batch and a `BTreeMap` window ([`FirstDedup`]), a sort of the
 //! survivors, and one `write_all` per frame. It uses the same decoder rules
 //! (and crates: memchr, crc32fast) so that its only differences are the
 //! layout and the allocation habits.
 
 use std::io::{self, Write};
 
+use super::first_dedup::FirstDedup;
 use super::Engine;
 use crate::batch::DecodeTarget;
 use crate::decode::Decoder;
-use crate::dedup::naive::NaiveDedup;
 use crate::pipeline::{Config, PipelineStats, Summary};
 use crate::stage::{drive, BatchStages, Probe};
 use crate::validate::scalar::is_valid;
@@ -54,7 +54,7 @@ pub struct Baseline {
     batch: Vec<OwnedFrame>,
     valid: Vec<(u32, u32, u64)>,
     forward: Vec<OwnedFrame>,
-    dedup: NaiveDedup,
+    dedup: FirstDedup,
     stats: PipelineStats,
 }
 
@@ -67,7 +67,7 @@ impl Baseline {
             batch: Vec::new(),
             valid: Vec::new(),
             forward: Vec::new(),
-            dedup: NaiveDedup::new(cfg.window, cfg.stale, cfg.limits),
+            dedup: FirstDedup::new(cfg.window, cfg.stale),
             stats: PipelineStats::default(),
         }
     }
@@ -87,7 +87,7 @@ impl Engine for Baseline {
         drive(&mut BaselineBatch { engine: self, out }, probe)
     }
     fn reset_window(&mut self) {
-        self.dedup = NaiveDedup::new(self.cfg.window, self.cfg.stale, self.cfg.limits);
+        self.dedup = FirstDedup::new(self.cfg.window, self.cfg.stale);
     }
     fn summary(&self) -> Summary {
         Summary::new(self.decoder.stats(), self.stats)
@@ -121,10 +121,7 @@ impl BatchStages for BaselineBatch<'_> {
         e.stats.duplicates += counts.duplicates;
         e.stats.stale += counts.stale;
         e.stats.late += counts.late;
-        e.stats.suspect += counts.suspect;
-        e.stats.reanchors += counts.reanchors;
-        e.stats.evicted_sats += counts.evicted_sats;
-        // NaiveDedup hands back the survivors sorted by (sat, seq).
+        // FirstDedup hands back the survivors sorted by (sat, seq).
         e.forward = rows.iter().map(|&r| e.batch[r as usize].clone()).collect();
     }
     fn forward(&mut self) -> io::Result<()> {

@@ -11,6 +11,7 @@
 
 pub mod aos;
 pub mod baseline;
+pub mod first_dedup;
 pub mod soa;
 
 use std::io;
