@@ -37,6 +37,9 @@ use super::{ReadOptions, Shutdown};
 use crate::decode::Decoder;
 use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
 
+/// After a stop, how long connections are still read: what a sender had
+/// already written is taken (and acked) rather than cut off.
+const STOP_GRACE: Duration = Duration::from_millis(200);
 /// What the sink saw.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct SinkSummary {
@@ -332,7 +335,7 @@ fn check_stream(
     let read_opts = ReadOptions {
         decoder: Decoder::new(u16::MAX),
         chunk: 4096,
-        grace: Duration::ZERO,
+        grace: STOP_GRACE,
         poll: if is_session {
             (ack_every / 2).min(super::POLL)
         } else {
