@@ -32,7 +32,7 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -204,16 +204,78 @@ pub struct ServeSummary {
     pub stations: Vec<StationStats>,
 }
 
-/// A station connection's offset that is safe to ACK.
-#[derive(Debug, Default)]
-struct SafeOffset(AtomicU64);
+/// A station connection as the pipeline sees it: the offset that is safe
+/// to ACK, and the socket to ACK it on. Only the pipeline thread writes
+/// ACKs (so a station thread blocked on a full channel does not hold them
+/// back); the station thread waits on `sent` for its last one.
+#[derive(Debug)]
+struct StationLink {
+    /// A session's socket (a clone of the station thread's); `None` for a
+    /// plain stream, which gets no ACKs.
+    stream: Option<TcpStream>,
+    ack: Mutex<AckState>,
+    /// The offset of the last ACK written, read by the station thread.
+    sent: AtomicU64,
+}
 
-impl SafeOffset {
-    fn advance(&self, to: u64) {
-        self.0.fetch_max(to, Ordering::SeqCst);
+#[derive(Debug)]
+struct AckState {
+    safe: u64,
+    sent: u64,
+    at: Instant,
+    broken: bool,
+}
+
+impl StationLink {
+    fn new(stream: Option<TcpStream>) -> StationLink {
+        StationLink {
+            stream,
+            ack: Mutex::new(AckState {
+                safe: 0,
+                sent: 0,
+                at: Instant::now(),
+                broken: false,
+            }),
+            sent: AtomicU64::new(0),
+        }
     }
-    fn get(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+
+    /// Records that everything before `to` is safe.
+    fn advance(&self, to: u64) {
+        if let Ok(mut a) = self.ack.lock() {
+            a.safe = a.safe.max(to);
+        }
+    }
+
+    /// Writes an ACK when the safe offset moved and the last one is at least
+    /// `every` old (or `force`). True while an ACK is still owed.
+    fn flush(&self, every: Duration, force: bool) -> bool {
+        let Some(stream) = &self.stream else {
+            return false;
+        };
+        let Ok(mut a) = self.ack.lock() else {
+            return false;
+        };
+        if a.broken || a.safe <= a.sent {
+            return false;
+        }
+        if !force && a.at.elapsed() < every {
+            return true;
+        }
+        let mut w = stream;
+        if w.write_all(&session::encode_ack(a.safe)).is_err() {
+            // The station will reconnect and resend from its last ACK.
+            a.broken = true;
+            return false;
+        }
+        a.sent = a.safe;
+        a.at = Instant::now();
+        self.sent.store(a.sent, Ordering::SeqCst);
+        false
+    }
+
+    fn broken(&self) -> bool {
+        self.ack.lock().map(|a| a.broken).unwrap_or(true)
     }
 }
 
@@ -221,8 +283,8 @@ enum Msg {
     Frames {
         batch: Batch,
         read_at: Instant,
-        /// The connection's safe offset, and the offset this chunk ends at.
-        safe: Arc<SafeOffset>,
+        /// The connection, and the offset this chunk ends at.
+        link: Arc<StationLink>,
         end: u64,
     },
     Closed(Box<ClosedConn>),
@@ -518,31 +580,6 @@ struct Conn {
     hello_errors: Arc<AtomicU64>,
 }
 
-/// Sends a session's ACKs.
-struct Acker<'a> {
-    stream: &'a TcpStream,
-    safe: &'a SafeOffset,
-    sent: u64,
-    broken: bool,
-}
-
-impl Acker<'_> {
-    /// Sends an ACK when the safe offset moved.
-    fn poll(&mut self) {
-        let safe = self.safe.get();
-        if self.broken || safe <= self.sent {
-            return;
-        }
-        let mut s = self.stream;
-        if s.write_all(&session::encode_ack(safe)).is_err() {
-            // The station will reconnect and resend from its last ACK.
-            self.broken = true;
-            return;
-        }
-        self.sent = safe;
-    }
-}
-
 impl Conn {
     fn run(mut self) {
         let cfg = &self.cfg;
@@ -563,21 +600,22 @@ impl Conn {
             Opening::Session { .. } => (self.peer.to_string(), true),
             _ => (self.peer.to_string(), false),
         };
-        let _ = self.stream.set_write_timeout(Some(Duration::from_secs(1)));
-        let safe = Arc::new(SafeOffset::default());
+        // ACKs are small and written by the pipeline thread: never let one
+        // block it for long on a station that does not read.
+        let _ = self
+            .stream
+            .set_write_timeout(Some(Duration::from_millis(50)));
+        let link = Arc::new(StationLink::new(if session {
+            self.stream.try_clone().ok()
+        } else {
+            None
+        }));
         let acked = Arc::new(AtomicU64::new(0));
-        let acker = std::cell::RefCell::new(Acker {
-            stream: &self.stream,
-            safe: &safe,
-            sent: 0,
-            broken: !session,
-        });
         let mut end = 0u64;
         let idle_closed = std::cell::Cell::new(false);
         let last_frame = Arc::clone(&self.last_frame);
         let (hard, idle_timeout) = (Arc::clone(&self.hard), cfg.idle_timeout);
         let mut idle = || {
-            acker.borrow_mut().poll();
             let since = last_frame.lock().map(|t| t.elapsed()).unwrap_or_default();
             if since >= idle_timeout {
                 idle_closed.set(true);
@@ -589,7 +627,7 @@ impl Conn {
             decoder: Decoder::new(cfg.pipeline.max_payload),
             chunk: CHUNK_FRAMES,
             grace: cfg.grace,
-            poll: (cfg.ack_interval / 2).clamp(Duration::from_millis(1), POLL * 2),
+            poll: POLL * 2,
         };
         let tx = self.tx.clone();
         let read = super::read_frames_after(
@@ -603,62 +641,38 @@ impl Conn {
                     *t = Instant::now();
                 }
                 end = consumed;
-                let mut msg = Msg::Frames {
+                // Blocks while the pipeline pushes back; the pipeline thread
+                // goes on ACKing meanwhile.
+                tx.send(Msg::Frames {
                     batch: std::mem::take(batch),
                     read_at,
-                    safe: Arc::clone(&safe),
+                    link: Arc::clone(&link),
                     end: consumed,
-                };
-                // Not a blocking send: ACKs go on while the pipeline pushes back.
-                loop {
-                    match tx.try_send(msg) {
-                        Ok(()) => return true,
-                        Err(TrySendError::Full(m)) => {
-                            msg = m;
-                            acker.borrow_mut().poll();
-                            if self.hard.requested() {
-                                return false;
-                            }
-                            thread::sleep(Duration::from_millis(1));
-                        }
-                        Err(TrySendError::Disconnected(_)) => return false,
-                    }
-                }
+                })
+                .is_ok()
             },
         );
         // A socket that cannot be set up ends like a reset, with nothing decoded.
         let stats = read.map(|(_, stats)| stats).unwrap_or_default();
-        let mut msg = Msg::Closed(Box::new(ClosedConn {
+        let _ = tx.send(Msg::Closed(Box::new(ClosedConn {
             station,
             peer: self.peer,
             session,
             stats,
             acked: Arc::clone(&acked),
             idle_closed: idle_closed.get(),
-        }));
-        loop {
-            match tx.try_send(msg) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
-                Err(TrySendError::Full(m)) if !self.hard.requested() => {
-                    msg = m;
-                    thread::sleep(Duration::from_millis(1));
-                }
-                Err(TrySendError::Full(_)) => break,
-            }
-        }
+        })));
         // Let the pipeline see the end of input while this connection waits
         // for its last frames to be delivered and acked.
         drop(tx);
         drop(self.tx);
-        let mut a = acker.into_inner();
         if session {
-            while a.sent < end && !a.broken && !self.hard.requested() {
-                a.poll();
+            while link.sent.load(Ordering::SeqCst) < end && !link.broken() && !self.hard.requested()
+            {
                 thread::sleep(Duration::from_millis(2));
             }
-            a.poll();
         }
-        acked.store(if session { a.sent } else { 0 }, Ordering::SeqCst);
+        acked.store(link.sent.load(Ordering::SeqCst), Ordering::SeqCst);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 }
@@ -678,7 +692,7 @@ struct Pending {
     frames: u64,
     bytes: u64,
     /// Station connections' offsets that become safe with it.
-    acks: Vec<(Arc<SafeOffset>, u64)>,
+    acks: Vec<(Arc<StationLink>, u64)>,
     /// When its forwarded frames were read.
     read_at: Vec<Instant>,
 }
@@ -705,7 +719,9 @@ struct Forwarder<'a> {
     /// When each row's bytes were read.
     read_at: Vec<Instant>,
     first_at: Option<Instant>,
-    acks: Vec<(Arc<SafeOffset>, u64)>,
+    acks: Vec<(Arc<StationLink>, u64)>,
+    /// Links whose safe offset moved and that still owe an ACK.
+    owed: Vec<Arc<StationLink>>,
     out: Vec<u8>,
     pending: VecDeque<Pending>,
     hist: hdrhistogram::Histogram<u64>,
@@ -716,7 +732,7 @@ struct Forwarder<'a> {
 }
 
 impl Forwarder<'_> {
-    fn push(&mut self, chunk: &Batch, at: Instant, safe: Arc<SafeOffset>, end: u64) {
+    fn push(&mut self, chunk: &Batch, at: Instant, link: Arc<StationLink>, end: u64) {
         let n = chunk.len();
         for i in 0..n {
             if self.batch.is_empty() {
@@ -727,7 +743,7 @@ impl Forwarder<'_> {
             self.read_at.push(at);
             if i + 1 == n {
                 // The chunk's end is safe once the batch with its last frame is.
-                self.acks.push((Arc::clone(&safe), end));
+                self.acks.push((Arc::clone(&link), end));
             }
             if self.batch.len() >= self.cfg.pipeline.batch_size {
                 self.flush();
@@ -793,14 +809,19 @@ impl Forwarder<'_> {
         let now = Instant::now();
         while self.pending.front().is_some_and(|p| p.end <= delivered) {
             let p = self.pending.pop_front().expect("looked at above");
-            for (safe, off) in &p.acks {
-                safe.advance(*off);
+            for (link, off) in &p.acks {
+                link.advance(*off);
+                if !self.owed.iter().any(|l| Arc::ptr_eq(l, link)) {
+                    self.owed.push(Arc::clone(link));
+                }
             }
             for t in &p.read_at {
                 let us = now.duration_since(*t).as_micros() as u64;
                 self.ack_hist.saturating_record(us.max(1));
             }
         }
+        let (every, force) = (self.cfg.ack_interval / 2, !poll);
+        self.owed.retain(|l| l.flush(every, force));
     }
 }
 
@@ -864,6 +885,7 @@ fn pipeline_loop(
         read_at: Vec::with_capacity(pc.batch_size),
         first_at: None,
         acks: Vec::new(),
+        owed: Vec::new(),
         out: Vec::new(),
         pending: VecDeque::new(),
         hist: new_hist(),
@@ -887,9 +909,9 @@ fn pipeline_loop(
             Ok(Msg::Frames {
                 batch,
                 read_at,
-                safe,
+                link,
                 end,
-            }) => f.push(&batch, read_at, safe, end),
+            }) => f.push(&batch, read_at, link, end),
             Ok(Msg::Closed(c)) => {
                 decode.add(&c.stats);
                 table.add(&c);
