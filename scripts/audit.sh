@@ -7,8 +7,11 @@
 #   allocs.jsonl       `run --json` for baseline and soa (allocations per stage per batch)
 #   perf-*.txt         per-symbol shares of the 30-second profiles
 #   flamegraph-baseline.svg, and ./flamegraph.svg (the final pipeline)
-# Installs what it needs (perf from linux-perf, flamegraph from crates.io) and
-# says what it could not do. Usage: scripts/audit.sh [all|fixes|profiles]
+# Installs only what the part asked for needs (perf from linux-perf and
+# flamegraph from crates.io, for the profiles of `all` and `profiles`), says
+# what it could not do, and says that it overwrites the tracked
+# ./flamegraph.svg. Needs python3 (criterion parsing) and git (worktrees).
+# Usage: scripts/audit.sh [all|fixes|profiles]
 set -uo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,12 +22,15 @@ export CARGO_TERM_COLOR=never
 say() { printf '\n== %s\n' "$*"; }
 missing=()
 
-say "tools"
-if ! command -v perf >/dev/null; then
-    (apt-get update -qq && apt-get install -y -qq linux-perf) || missing+=("perf (apt-get install linux-perf failed)")
-fi
-if ! command -v flamegraph >/dev/null; then
-    cargo install flamegraph || missing+=("flamegraph (cargo install failed)")
+if [ "${1:-all}" != fixes ]; then
+    say "tools (for the profiles)"
+    if ! command -v perf >/dev/null; then
+        (apt-get update -qq && apt-get install -y -qq linux-perf) || missing+=("perf (apt-get install linux-perf failed)")
+    fi
+    if ! command -v flamegraph >/dev/null; then
+        cargo install flamegraph || missing+=("flamegraph (cargo install failed)")
+    fi
+    echo "note: this overwrites the tracked ./flamegraph.svg (git diff shows it; git checkout flamegraph.svg undoes it)"
 fi
 
 if [ "${1:-all}" = all ]; then

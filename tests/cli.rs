@@ -158,3 +158,159 @@ fn gen_is_deterministic_and_process_pipes() {
     assert!((900..1800).contains(&dups), "duplicates {dups}");
     assert!(summary["invalid"].as_u64().unwrap() > 0);
 }
+
+fn scratch(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("meridian-cli-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn process_refuses_the_same_file_for_input_and_output() {
+    let dir = scratch("same");
+    let cap = dir.join("cap.bin");
+    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "100"]);
+    assert!(g.status.success());
+    let before = std::fs::read(&cap).unwrap();
+    // The same path, and the same file through another name.
+    let link = dir.join("link.bin");
+    std::fs::hard_link(&cap, &link).unwrap();
+    for out in [&cap, &link] {
+        one_line_error(
+            &meridian(&[
+                "process",
+                "--in",
+                cap.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ]),
+            "same file",
+        );
+        assert_eq!(std::fs::read(&cap).unwrap(), before, "the input changed");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn serve_checks_its_downstream_and_output_before_listening() {
+    one_line_error(
+        &meridian(&["serve", "--listen", "127.0.0.1:0", "--forward", "nohost"]),
+        "--forward nohost",
+    );
+    one_line_error(
+        &meridian(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--forward",
+            "doesnotexist.invalid:80",
+        ]),
+        "doesnotexist.invalid",
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own = format!("127.0.0.1:{port}");
+    one_line_error(
+        &meridian(&["serve", "--listen", &own, "--forward", &own]),
+        "forward to itself",
+    );
+    let dir = scratch("outdir");
+    let out = meridian(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        dir.to_str().unwrap(),
+    ]);
+    one_line_error(&out, "is a directory");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("listening"));
+    one_line_error(
+        &meridian(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--out",
+            dir.join("x.bin").to_str().unwrap(),
+            "--batch-size",
+            "1048576",
+            "--unacked-bytes",
+            "1048576",
+        ]),
+        "--unacked-bytes",
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn messages_name_the_real_cause() {
+    one_line_error(&meridian(&["run", "--duration", "0"]), "more than 0");
+    let out = meridian(&["run", "--frames", "100", "--payload", "5000", "--quiet"]);
+    one_line_error(&out, "--max-payload");
+    one_line_error(
+        &meridian(&[
+            "process",
+            "--in",
+            "x",
+            "--out",
+            "y",
+            "--batch-size",
+            "4294967295",
+        ]),
+        "--batch-size",
+    );
+}
+
+#[test]
+fn sigint_during_process_prints_the_summary_and_exits_130() {
+    let dir = scratch("sigint");
+    let cap = dir.join("cap.bin");
+    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "3000000"]);
+    assert!(g.status.success());
+    let out = dir.join("out.bin");
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+        .args([
+            "process",
+            "--in",
+            cap.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut child = child;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("process did not stop after SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(130), "{err}");
+    let summary: serde_json::Value = serde_json::from_str(err.lines().last().unwrap()).unwrap();
+    let decoded = summary["frames_decoded"].as_u64().unwrap();
+    assert!(decoded > 0 && decoded < 3_000_000, "{summary}");
+    // Whole batches only: the output holds exactly what the summary forwarded.
+    assert_eq!(
+        summary["forwarded_bytes"].as_u64().unwrap(),
+        std::fs::metadata(&out).unwrap().len()
+    );
+    std::fs::remove_dir_all(dir).unwrap();
+}
