@@ -241,7 +241,24 @@ impl SessionClient {
     /// # Errors
     /// As [`SessionClient::push`].
     pub fn poll(&mut self) -> io::Result<()> {
-        self.step(Instant::now())
+        self.apply();
+        self.check_limits()?;
+        if self.conn.is_none() {
+            // One attempt at most, and only when there is something to send
+            // and the backoff has passed: a poll never waits for a consumer.
+            let due = self.retry_at.is_none_or(|at| Instant::now() >= at);
+            if self.retained.is_empty() || !due {
+                return Ok(());
+            }
+            self.connect()?;
+            if self.conn.is_none() {
+                return Ok(());
+            }
+        }
+        if self.sent < self.pushed() {
+            return self.write_out();
+        }
+        Ok(())
     }
 
     /// Waits until everything pushed is acked, reconnecting and resending as

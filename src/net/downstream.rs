@@ -156,6 +156,7 @@ impl Downstream {
             }
             Downstream::File(f) => {
                 while f.synced < f.written + f.pending.len() as u64
+                    && !f.sync_failed
                     && Instant::now() < deadline
                     && !f.hard_stop.requested()
                 {
@@ -209,6 +210,10 @@ pub struct FileOut {
     retry_at: Instant,
     hard_stop: Arc<Shutdown>,
     reported: bool,
+    /// A sync failed: Linux reports a writeback error once, so a later
+    /// "successful" sync would not prove the lost pages were stored. Nothing
+    /// written after the last good sync is ever counted delivered again.
+    sync_failed: bool,
 }
 
 impl FileOut {
@@ -233,6 +238,12 @@ impl FileOut {
         if !truncate {
             super::sink::cut_torn_tail(&mut file)?;
         }
+        // What an earlier run wrote may still be only in the page cache; the
+        // window is rebuilt from it and stations are acked against it. (A
+        // device such as /dev/full cannot be synced; its writes will fail.)
+        if file.metadata()?.is_file() {
+            file.sync_data()?;
+        }
         let base = file.seek(SeekFrom::End(0))?;
         Ok(FileOut {
             file,
@@ -248,6 +259,7 @@ impl FileOut {
             retry_at: Instant::now(),
             hard_stop,
             reported: false,
+            sync_failed: false,
         })
     }
 
@@ -324,13 +336,23 @@ impl FileOut {
     /// Retries a pending write and syncs when due (or now, with `force`).
     fn poll(&mut self, force: bool) {
         self.try_write_pending();
+        if self.sync_failed {
+            return;
+        }
         if self.written > self.synced && (force || self.last_sync.elapsed() >= self.sync_every) {
             match self.file.sync_data() {
                 Ok(()) => {
                     self.synced = self.written;
                     self.last_sync = Instant::now();
                 }
-                Err(e) => self.fail(&e),
+                Err(e) => {
+                    eprintln!(
+                        "meridian: syncing {} failed: {e}; nothing more will be acked (restart to recover)",
+                        self.path.display()
+                    );
+                    self.failures += 1;
+                    self.sync_failed = true;
+                }
             }
         }
     }

@@ -60,6 +60,9 @@ pub const OTHER_STATIONS: &str = "(other)";
 /// A connection idle at least this long may be closed to admit a new one
 /// when `max_connections` is reached.
 const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
+/// How long after the hard stop `serve` waits for a blocked call before it
+/// exits anyway.
+const HARD_EXIT_AFTER: Duration = Duration::from_secs(5);
 /// Bytes of an existing `--out` file read back to rebuild the window.
 pub const REBUILD_TAIL_BYTES: u64 = 64 << 20;
 
@@ -264,8 +267,10 @@ impl StationLink {
         }
         let mut w = stream;
         if w.write_all(&session::encode_ack(a.safe)).is_err() {
-            // The station will reconnect and resend from its last ACK.
+            // Perhaps half an ACK went out: close, so the station reconnects
+            // and resends from its last ACK instead of waiting forever.
             a.broken = true;
+            let _ = stream.shutdown(std::net::Shutdown::Both);
             return false;
         }
         a.sent = a.safe;
@@ -381,21 +386,39 @@ pub fn serve(
                 while !done.load(Ordering::SeqCst) {
                     if stop.hurried() || stop.past(limit) {
                         hard.trigger();
-                        return;
+                        break;
+                    }
+                    thread::sleep(POLL);
+                }
+                // Past the hard stop every wait gives up within moments; a
+                // call that cannot be interrupted (a hung disk or resolver)
+                // must not keep the process alive for ever.
+                let since = Instant::now();
+                while !done.load(Ordering::SeqCst) {
+                    if since.elapsed() >= HARD_EXIT_AFTER {
+                        eprintln!(
+                            "meridian: still blocked {} s after the hard stop; exiting without a summary",
+                            HARD_EXIT_AFTER.as_secs()
+                        );
+                        std::process::exit(1);
                     }
                     thread::sleep(POLL);
                 }
             })?
     };
     let (tx, rx) = sync_channel::<Msg>(CHANNEL_CHUNKS);
+    let finished = Arc::new(AtomicBool::new(false));
     let acceptor = {
         let (stop, hard, cfg) = (Arc::clone(&stop), Arc::clone(&hard), cfg.clone());
+        let finished = Arc::clone(&finished);
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(listener, tx, &cfg, &stop, &hard))?
+            .spawn(move || accept_loop(listener, tx, &cfg, &stop, &hard, &finished))?
     };
     let out = pipeline_loop(rx, cfg, &stop, &hard, stages, &mut downstream);
-    hard.trigger(); // whatever still waits on a delivery: it is not coming
+    // The last ACKs are out: whatever still waits on a delivery, it is not coming.
+    finished.store(true, Ordering::SeqCst);
+    hard.trigger();
     let conns = acceptor.join().unwrap_or_default();
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
@@ -465,6 +488,7 @@ fn accept_loop(
     cfg: &ServeConfig,
     stop: &Arc<Shutdown>,
     hard: &Arc<Shutdown>,
+    finished: &Arc<AtomicBool>,
 ) -> ConnCounts {
     let mut c = ConnCounts::default();
     let live = Arc::new(AtomicUsize::new(0));
@@ -525,6 +549,7 @@ fn accept_loop(
             hard: Arc::clone(hard),
             last_frame,
             hello_errors: Arc::clone(&c.hello_errors),
+            finished: Arc::clone(finished),
         };
         let spawned = thread::Builder::new()
             .name(format!("station-{id}"))
@@ -578,6 +603,8 @@ struct Conn {
     hard: Arc<Shutdown>,
     last_frame: Arc<Mutex<Instant>>,
     hello_errors: Arc<AtomicU64>,
+    /// Set once the pipeline has written its last ACKs.
+    finished: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -595,6 +622,13 @@ impl Conn {
                 }
                 Err(_) => return, // reset before a byte: nothing to count
             };
+        if matches!(opening, Opening::NeedMore) && !leftover.is_empty() {
+            // Part of a HELLO and no more: a session that would never be acked
+            // if taken as a plain stream.
+            self.hello_errors.fetch_add(1, Ordering::SeqCst);
+            eprintln!("meridian: {}: incomplete HELLO; closed", self.peer);
+            return;
+        }
         let (station, session) = match &opening {
             Opening::Session { hello, .. } if !hello.name.is_empty() => (hello.name.clone(), true),
             Opening::Session { .. } => (self.peer.to_string(), true),
@@ -615,7 +649,11 @@ impl Conn {
         let idle_closed = std::cell::Cell::new(false);
         let last_frame = Arc::clone(&self.last_frame);
         let (hard, idle_timeout) = (Arc::clone(&self.hard), cfg.idle_timeout);
+        let idle_link = Arc::clone(&link);
         let mut idle = || {
+            if idle_link.broken() {
+                return false;
+            }
             let since = last_frame.lock().map(|t| t.elapsed()).unwrap_or_default();
             if since >= idle_timeout {
                 idle_closed.set(true);
@@ -643,13 +681,19 @@ impl Conn {
                 end = consumed;
                 // Blocks while the pipeline pushes back; the pipeline thread
                 // goes on ACKing meanwhile.
-                tx.send(Msg::Frames {
-                    batch: std::mem::take(batch),
-                    read_at,
-                    link: Arc::clone(&link),
-                    end: consumed,
-                })
-                .is_ok()
+                let sent = tx
+                    .send(Msg::Frames {
+                        batch: std::mem::take(batch),
+                        read_at,
+                        link: Arc::clone(&link),
+                        end: consumed,
+                    })
+                    .is_ok();
+                // Time spent pushed back is not idleness.
+                if let Ok(mut t) = self.last_frame.lock() {
+                    *t = Instant::now();
+                }
+                sent
             },
         );
         // A socket that cannot be set up ends like a reset, with nothing decoded.
@@ -667,7 +711,11 @@ impl Conn {
         drop(tx);
         drop(self.tx);
         if session {
-            while link.sent.load(Ordering::SeqCst) < end && !link.broken() && !self.hard.requested()
+            // Until the pipeline has written its last ACKs (it goes on past
+            // the hard stop just long enough to force them out).
+            while link.sent.load(Ordering::SeqCst) < end
+                && !link.broken()
+                && !self.finished.load(Ordering::SeqCst)
             {
                 thread::sleep(Duration::from_millis(2));
             }
@@ -774,13 +822,28 @@ impl Forwarder<'_> {
                     let us = now.duration_since(*t).as_micros() as u64;
                     self.hist.saturating_record(us.max(1));
                 }
-                self.pending.push_back(Pending {
-                    end: self.downstream.sent(),
-                    frames,
-                    bytes,
-                    acks: std::mem::take(&mut self.acks),
-                    read_at,
-                });
+                let end = self.downstream.sent();
+                match self.pending.back_mut() {
+                    // Nothing new went out (all copies, say): its offsets
+                    // become safe with the batch before, and the queue does
+                    // not grow while the downstream is slow to ACK.
+                    Some(last) if last.end == end => {
+                        last.frames += frames;
+                        last.bytes += bytes;
+                        last.acks.append(&mut self.acks);
+                        last.acks
+                            .sort_by_key(|(l, off)| (Arc::as_ptr(l), std::cmp::Reverse(*off)));
+                        last.acks.dedup_by(|a, b| Arc::ptr_eq(&a.0, &b.0));
+                        last.read_at.extend(read_at);
+                    }
+                    _ => self.pending.push_back(Pending {
+                        end,
+                        frames,
+                        bytes,
+                        acks: std::mem::take(&mut self.acks),
+                        read_at,
+                    }),
+                }
             }
             Err(e) => {
                 // Only after the hard stop: these frames and their stations'
@@ -850,7 +913,8 @@ impl StationTable {
                     station: key.to_string(),
                     ..StationStats::default()
                 });
-                self.acked.push(Vec::new());
+                // The first cell holds the folded counts of finished connections.
+                self.acked.push(vec![Arc::new(AtomicU64::new(0))]);
                 self.index.insert(key.to_string(), self.entries.len() - 1);
                 self.entries.len() - 1
             }
@@ -862,7 +926,22 @@ impl StationTable {
         e.idle_closed += u64::from(c.idle_closed);
         self.idle_closed += u64::from(c.idle_closed);
         e.decode.add(&c.stats);
-        self.acked[i].push(Arc::clone(&c.acked));
+        let cells = &mut self.acked[i];
+        cells.push(Arc::clone(&c.acked));
+        if cells.len() > 64 {
+            // Fold the cells whose connection thread has finished (it drops
+            // its handle after storing the final count) into the first one,
+            // so reconnecting stations do not grow this without bound.
+            let done: u64 = cells[1..]
+                .iter()
+                .filter(|a| Arc::strong_count(a) == 1)
+                .map(|a| a.load(Ordering::SeqCst))
+                .sum();
+            cells[0].fetch_add(done, Ordering::SeqCst);
+            let first = Arc::clone(&cells[0]);
+            cells.retain(|a| Arc::strong_count(a) > 1 && !Arc::ptr_eq(a, &first));
+            cells.insert(0, first);
+        }
     }
 }
 

@@ -135,6 +135,9 @@ struct Out {
     /// above `g`.
     syncs: u64,
     last_sync: Instant,
+    /// A sync failed. Linux reports a writeback error once, so a later
+    /// "successful" sync proves nothing: nothing is acked again.
+    failed: bool,
 }
 
 /// Accepts connections on `listener` until `opts.connections` were taken
@@ -160,6 +163,10 @@ pub fn sink_with(
                 .append(true)
                 .open(p)?;
             repaired = cut_torn_tail(&mut f)?;
+            // What an earlier run wrote may never have been synced.
+            if f.metadata()?.is_file() {
+                f.sync_data()?;
+            }
             Some(f)
         }
         Some(p) => Some(File::create(p)?),
@@ -170,6 +177,7 @@ pub fn sink_with(
             w: BufWriter::new(f),
             syncs: 0,
             last_sync: Instant::now(),
+            failed: false,
         })
     });
     let keys = Mutex::new(HashSet::new());
@@ -278,13 +286,18 @@ impl Acker<'_> {
             }
             Some(f) => {
                 let mut o = f.lock().unwrap_or_else(|p| p.into_inner());
+                if o.failed {
+                    self.broken = true;
+                    return false;
+                }
                 if o.syncs <= self.written_at_sync {
                     if !force && o.last_sync.elapsed() < self.sync_interval {
                         return true;
                     }
                     let synced = o.w.flush().and_then(|()| o.w.get_ref().sync_data());
                     if let Err(e) = synced {
-                        eprintln!("sink: syncing the output failed: {e}");
+                        eprintln!("sink: syncing the output failed: {e}; acking nothing more");
+                        o.failed = true;
                         self.broken = true;
                         return false;
                     }
