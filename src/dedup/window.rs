@@ -30,7 +30,8 @@
 //! key inside the window (new, late or duplicate) empties the run. An outside
 //! key joins the run when the run is not empty and the key is less than
 //! `max(W, 1)` seqs away from the run's first key; otherwise it starts a new
-//! run at itself. The key that makes the run `N` long completes it:
+//! run at itself. The key that makes the run `A` long completes it (`A`, the
+//! satellite's support, is `N` once it is confirmed; see Provisional anchors):
 //! - it is forwarded, whatever the stale policy, and counted only in
 //!   `reanchors` (not suspect, not stale);
 //! - the earlier keys of the run keep the verdict and count they got;
@@ -38,7 +39,7 @@
 //!   same batch would have added to it) and anchored at the run: `H` = the
 //!   run's highest seq, `S` = the run's seqs within `(H - W, H]` (so a later
 //!   copy of a run key, even one dropped as suspect, is a duplicate), run
-//!   emptied;
+//!   emptied, support `A` = the run's length;
 //! - the satellite's remaining keys of the batch are classified against the
 //!   new state.
 //!
@@ -46,6 +47,38 @@
 //! than `J`. Its limit: any `N` consecutive outside keys re-anchor, so a
 //! replay of at least `N` old frames of one satellite with no current frame
 //! between them (in (sat, seq) order) moves the window to the replayed seqs.
+//!
+//! # Provisional anchors (`N` > 0)
+//! A satellite's support `A` counts the keys accepted since its last
+//! anchoring: the anchoring keys (1 for a first key, the run's length at a
+//! re-anchoring), then each key forwarded as new or late; duplicates,
+//! suspect and stale keys add nothing. `A` is capped at `N`. The satellite
+//! is provisional while `A < N` and confirmed once `A = N`, until its next
+//! anchoring (or eviction, or [`Window::reset`]). Two rules differ while it
+//! is provisional:
+//! - a run completes at `A` keys instead of `N`: right after a lone first
+//!   key (`A` = 1) the first key outside the window re-anchors at once, so a
+//!   poisoned first key (the satellite's first frame, or its first after an
+//!   eviction) is replaced by the first genuine key, which is forwarded;
+//! - an outside key (suspect or stale) that does not complete the run is
+//!   forwarded whatever the stale policy, counted only in `provisional` (not
+//!   suspect, not stale), and moves nothing but the run: no genuine key is
+//!   dropped while the window may be wrong.
+//!
+//! Hence `k` consistent hostile keys (`k < N`) at a satellite's start are
+//! outvoted by `k` genuine keys outside their window, all forwarded; it
+//! takes `N`, as for a confirmed satellite, to make genuine keys drop.
+//! The other way round, hostile keys after `A` genuine ones move the window
+//! only if `A` of them arrive in a row (in (sat, seq) order, within
+//! `max(W, 1)` of each other); a lone hostile key outvotes only a lone first
+//! key, and then the next genuine key re-anchors back. Once confirmed, the
+//! `N`-in-a-row rule above applies unchanged. The cost: until a satellite
+//! has accepted `N` keys since an anchoring with fewer than `N`, its outside
+//! keys (hostile or stale) reach the output even under [`StalePolicy::Drop`]
+//! or a jump limit (counted `provisional`), and after a re-anchoring copies of keys forwarded
+//! before it can pass again (as after any re-anchoring). With `N` = 1 every
+//! anchoring is confirmed at once (the plain rule), and with `N` = 0
+//! ([`WindowLimits::OFF`]) there is no support and nothing is provisional.
 //!
 //! # Ring layout
 //! `S` is a ring bitmap of `R` bits, `R` a power of two from 64 up to the full
@@ -116,7 +149,9 @@ pub struct WindowLimits {
     /// counted, dropped, and it does not move the window. 0: no limit.
     pub max_seq_jump: u64,
     /// A satellite re-anchors at this many consecutive, mutually consistent
-    /// keys outside its window. 0: never.
+    /// keys outside its window, and is provisional (re-anchors sooner and
+    /// forwards outside keys) until it has accepted this many. 0: never, and
+    /// nothing is provisional.
     pub reanchor_after: u32,
     /// Tracked bytes of all satellites' state above which the least recently
     /// active satellites are evicted. `usize::MAX`: no limit.
@@ -189,6 +224,10 @@ struct SatWindow {
     ring: Box<[u64]>,
     /// Consecutive outside keys, first one first.
     run: Vec<u64>,
+    /// Keys accepted since the last anchoring (the anchoring keys, then new
+    /// and late keys), capped at `reanchor_after`: below it, the satellite is
+    /// provisional. Unused when re-anchoring is off.
+    support: u32,
 }
 
 impl SatWindow {
@@ -402,6 +441,7 @@ impl Window {
                     last_active: 0,
                     ring: Box::new([]),
                     run: Vec::new(),
+                    support: 0,
                 });
             state.last_active = self.batch;
             Self::update(state, self.params, rows, run, forward, &mut counts);
@@ -498,6 +538,7 @@ impl Window {
         state.live = true;
         state.high = high;
         state.low = low;
+        state.support = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         for &q in keys {
             if high - q < width {
                 state.insert(q);
@@ -577,7 +618,16 @@ impl Window {
             forward.truncate(kept);
             if reanchor == 0 || (state.run.is_empty() && c.suspect + c.stale == 0) {
                 counts.add(c);
-                Self::commit(state, p, top, rows, &forward[from..]);
+                if reanchor != 0 {
+                    // Every kept key is new or late: all of them support.
+                    state.support = (state.support as usize + (kept - from)).min(reanchor) as u32;
+                }
+                Self::commit(
+                    state,
+                    p,
+                    top,
+                    forward[from..].iter().map(|&r| rows.seq(r as usize)),
+                );
                 return;
             }
             // Outside keys with re-anchoring on: one key at a time.
@@ -595,7 +645,10 @@ impl Window {
                             state.run.push(q);
                         }
                     }
-                    if state.run.len() >= reanchor {
+                    // `support` is at least 1 (the anchoring key) and at most
+                    // `reanchor`: a provisional satellite re-anchors sooner.
+                    let provisional = (state.support as usize) < reanchor;
+                    if state.run.len() >= state.support as usize {
                         counts.reanchors += 1;
                         forward.push(r);
                         let keys_of_run = std::mem::take(&mut state.run);
@@ -605,8 +658,17 @@ impl Window {
                         reanchored = Some(i);
                         break;
                     }
+                    if provisional {
+                        // Forwarded whatever its verdict; it moves nothing.
+                        counts.provisional += 1;
+                        forward.push(r);
+                        continue;
+                    }
                 } else {
                     state.run.clear();
+                    if matches!(class, Class::New | Class::Late) {
+                        state.support = (state.support + 1).min(reanchor as u32);
+                    }
                 }
                 let keep = match class {
                     Class::Suspect => {
@@ -634,32 +696,36 @@ impl Window {
             match reanchored {
                 Some(i) => keys = &keys[i + 1..],
                 None => {
+                    // Suspect keys forwarded while provisional move nothing.
                     let top = forward[from..]
                         .iter()
                         .map(|&r| rows.seq(r as usize))
+                        .filter(|&q| q <= h0 || q - h0 <= jump)
                         .fold(h0, u64::max);
-                    Self::commit(state, p, top, rows, &forward[from..]);
+                    let seqs = forward[from..]
+                        .iter()
+                        .map(|&r| rows.seq(r as usize))
+                        .filter(|&q| q <= top);
+                    Self::commit(state, p, top, seqs);
                     return;
                 }
             }
         }
     }
 
-    /// Moves the high mark to `top` and remembers the `forwarded` rows' seqs
-    /// inside `(top - W, top]`, growing a lazy ring first if needed.
-    fn commit<R: Rows + ?Sized>(
+    /// Moves the high mark to `top` and remembers the `forwarded` seqs (none
+    /// above `top`) inside `(top - W, top]`, growing a lazy ring first if needed.
+    fn commit(
         state: &mut SatWindow,
         p: Params,
         top: u64,
-        rows: &R,
-        forwarded: &[u32],
+        forwarded: impl Iterator<Item = u64> + Clone,
     ) {
         let width = p.width;
         // `low` only sizes a lazy ring: once the ring is full it is not needed.
         if state.ring.len() < p.full_words {
             let mut low = state.low;
-            for &r in forwarded {
-                let q = rows.seq(r as usize);
+            for q in forwarded.clone() {
                 if top - q < width {
                     low = low.min(q);
                 }
@@ -673,8 +739,7 @@ impl Window {
         if top > state.high {
             state.advance(top);
         }
-        for &r in forwarded {
-            let q = rows.seq(r as usize);
+        for q in forwarded {
             if top - q < width {
                 state.insert(q);
             }
