@@ -53,6 +53,14 @@ fn hostile_lane() -> impl Strategy<Value = (u8, u64)> {
 }
 
 fn limits() -> impl Strategy<Value = WindowLimits> {
+    prop_oneof![
+        // No limit at all: the window's plain loop.
+        1 => Just(WindowLimits::OFF),
+        4 => some_limits(),
+    ]
+}
+
+fn some_limits() -> impl Strategy<Value = WindowLimits> {
     (
         prop_oneof![Just(0u64), 1u64..8, 8u64..300, Just(1u64 << 20)],
         prop_oneof![Just(0u32), 1u32..4, 4u32..10],

@@ -342,6 +342,9 @@ enum Class {
 pub struct Window {
     limits: WindowLimits,
     params: Params,
+    /// No limit is active ([`WindowLimits::OFF`]): batches take
+    /// [`Window::apply_plain`].
+    plain: bool,
     /// Fx hashing: a satellite id is one multiply away from its slot, and the
     /// map is asked once per satellite run of every batch.
     sats: FxHashMap<u32, SatWindow>,
@@ -367,6 +370,10 @@ impl Window {
         assert!(width <= MAX_WINDOW, "window {width} exceeds {MAX_WINDOW}");
         Window {
             limits,
+            plain: limits.max_seq_jump == 0
+                && limits.reanchor_after == 0
+                && limits.memory_budget == usize::MAX
+                && !limits.lazy_rings,
             params: Params {
                 width,
                 stale_forwards: stale == StalePolicy::Forward,
@@ -414,6 +421,9 @@ impl Window {
         forward: &mut Vec<u32>,
     ) -> DedupCounts {
         self.batch += 1;
+        if self.plain {
+            return self.apply_plain(rows, survivors, forward);
+        }
         self.victims_built = false;
         let mut counts = DedupCounts::default();
         let mut rest = survivors;
@@ -453,6 +463,92 @@ impl Window {
         }
         if self.bytes > self.limits.memory_budget {
             self.fit(None, survivors, rows, &mut counts);
+        }
+        counts
+    }
+
+    /// [`Window::apply`] with no limit active, chosen per batch: the plain
+    /// window's loop. Nothing is suspect, no run is kept, nothing is evicted
+    /// (so activity is not kept either), every ring is full from the start
+    /// (so a satellite's tracked bytes are fixed when it is first seen), and
+    /// a satellite without state has a clear ring (a new entry, or a reset):
+    /// anchored at its lowest key, every other key of the batch is new.
+    fn apply_plain<R: Rows + ?Sized>(
+        &mut self,
+        rows: &R,
+        survivors: &[u32],
+        forward: &mut Vec<u32>,
+    ) -> DedupCounts {
+        let (width, stale_forwards, words) = (
+            self.params.width,
+            self.params.stale_forwards,
+            self.params.full_words,
+        );
+        let bytes = &mut self.bytes;
+        let mut counts = DedupCounts::default();
+        let mut rest = survivors;
+        while let Some(&first) = rest.first() {
+            let s = rows.sat(first as usize);
+            let run_len = rest
+                .iter()
+                .position(|&r| rows.sat(r as usize) != s)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(run_len);
+            rest = tail;
+            debug_assert!(run
+                .windows(2)
+                .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
+            let from = forward.len();
+            let state = self.sats.entry(s).or_insert_with(|| {
+                *bytes += sat_bytes(words, 0);
+                SatWindow {
+                    live: false,
+                    high: 0,
+                    low: 0,
+                    last_active: 0,
+                    ring: vec![0; words].into_boxed_slice(),
+                    run: Vec::new(),
+                    support: 0,
+                }
+            });
+            if state.live {
+                // Branch-free, as in `update`; with a full ring (at least W
+                // bits) a key less than W below the high mark has its own slot.
+                let h0 = state.high;
+                forward.resize(from + run.len(), 0);
+                let mut kept = from;
+                let mut top = h0;
+                for &r in run {
+                    let q = rows.seq(r as usize);
+                    let newer = q > h0;
+                    let stale = !newer & (h0.wrapping_sub(q) >= width);
+                    let seen = !newer & !stale & state.contains(q);
+                    let late = !newer & !stale & !seen;
+                    let keep = newer | late | (stale & stale_forwards);
+                    counts.stale += u64::from(stale);
+                    counts.duplicates += u64::from(seen);
+                    counts.late += u64::from(late);
+                    forward[kept] = r;
+                    kept += usize::from(keep);
+                    top = if keep { top.max(q) } else { top };
+                }
+                forward.truncate(kept);
+                if top > h0 {
+                    state.advance(top);
+                }
+            } else {
+                forward.extend_from_slice(run);
+                state.live = true;
+                state.low = rows.seq(first as usize);
+                state.high = rows.seq(*run.last().expect("runs are not empty") as usize);
+            }
+            let high = state.high;
+            for &r in &forward[from..] {
+                let q = rows.seq(r as usize);
+                if high - q < width {
+                    state.insert(q);
+                }
+            }
         }
         counts
     }
