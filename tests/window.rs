@@ -420,3 +420,21 @@ fn without_limits_a_lone_first_key_anchors_for_good() {
     assert!(out.is_empty());
     assert_eq!((c.stale, c.reanchors), (200, 0));
 }
+
+/// A lazy ring narrower than the window: a key at least its bits below the
+/// high mark (but inside the window) shares a slot with a member, yet is
+/// not one; it is late, in a run of its own and in a run with other keys.
+#[test]
+fn a_lazy_ring_does_not_alias_keys_below_its_bits() {
+    for extra in [vec![], vec![(1, 990)], vec![(1, 1001)]] {
+        let mut d = hardened(1000, StalePolicy::Drop);
+        run(&mut d, &seqs(1, 960, 1001));
+        assert_eq!(d.window().tracked_bytes(), sat_bytes(1, 0));
+        let mut rows = vec![(1, 1000 - 64)];
+        rows.extend(extra.iter().copied());
+        let (out, c) = run(&mut d, &rows);
+        assert_eq!(out[0], (1, 936), "{extra:?}");
+        assert_eq!(c.duplicates, u64::from(extra == [(1, 990)]), "{extra:?}");
+        assert_eq!(c.late, 1, "{extra:?}");
+    }
+}

@@ -512,27 +512,19 @@ impl Window {
                 }
             });
             if state.live {
-                // Branch-free, as in `update`; with a full ring (at least W
-                // bits) a key less than W below the high mark has its own slot.
+                // With a full ring (at least W bits) a key less than W below
+                // the high mark has its own slot.
                 let h0 = state.high;
-                forward.resize(from + run.len(), 0);
-                let mut kept = from;
-                let mut top = h0;
-                for &r in run {
-                    let q = rows.seq(r as usize);
-                    let newer = q > h0;
-                    let stale = !newer & (h0.wrapping_sub(q) >= width);
-                    let seen = !newer & !stale & state.contains(q);
-                    let late = !newer & !stale & !seen;
-                    let keep = newer | late | (stale & stale_forwards);
-                    counts.stale += u64::from(stale);
-                    counts.duplicates += u64::from(seen);
-                    counts.late += u64::from(late);
-                    forward[kept] = r;
-                    kept += usize::from(keep);
-                    top = if keep { top.max(q) } else { top };
-                }
-                forward.truncate(kept);
+                let top = Self::plain_keys(
+                    state,
+                    h0,
+                    width,
+                    stale_forwards,
+                    rows,
+                    run,
+                    forward,
+                    &mut counts,
+                );
                 if top > h0 {
                     state.advance(top);
                 }
@@ -551,6 +543,92 @@ impl Window {
             }
         }
         counts
+    }
+
+    /// Classifies `keys` (ascending) against `state`, high mark `h0`, with
+    /// no key suspect and every key less than `width` below `h0` inside the
+    /// ring's bits; appends the rows to forward and returns the highest
+    /// forwarded seq (or `h0`).
+    ///
+    /// Branch-free: copies and late keys are common and come in no pattern a
+    /// predictor could learn, so every key takes the same path and the
+    /// classification becomes arithmetic. The ring lookup is always in
+    /// bounds, so it is made for all keys.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn plain_keys<R: Rows + ?Sized>(
+        state: &SatWindow,
+        h0: u64,
+        width: u64,
+        stale_forwards: bool,
+        rows: &R,
+        keys: &[u32],
+        forward: &mut Vec<u32>,
+        counts: &mut DedupCounts,
+    ) -> u64 {
+        let from = forward.len();
+        forward.resize(from + keys.len(), 0);
+        let mut kept = from;
+        let mut top = h0;
+        for &r in keys {
+            let q = rows.seq(r as usize);
+            let newer = q > h0;
+            let stale = !newer & (h0.wrapping_sub(q) >= width);
+            let seen = !newer & !stale & state.contains(q);
+            let late = !newer & !stale & !seen;
+            let keep = newer | late | (stale & stale_forwards);
+            counts.stale += u64::from(stale);
+            counts.duplicates += u64::from(seen);
+            counts.late += u64::from(late);
+            forward[kept] = r;
+            kept += usize::from(keep);
+            // Seqs ascend: the last kept one is the highest.
+            top = if keep { top.max(q) } else { top };
+        }
+        forward.truncate(kept);
+        top
+    }
+
+    /// Classifies `keys` (ascending) against `state`, high mark `h0`, with
+    /// the suspect lane and the ring guard (`H - q < R`); appends the rows to
+    /// forward and returns the highest forwarded seq (or `h0`). Branch-free
+    /// as [`Window::plain_keys`].
+    #[inline(always)]
+    fn hardened_keys<R: Rows + ?Sized>(
+        state: &SatWindow,
+        p: Params,
+        h0: u64,
+        rows: &R,
+        keys: &[u32],
+        forward: &mut Vec<u32>,
+        c: &mut DedupCounts,
+    ) -> u64 {
+        let (width, jump, stale_forwards) = (p.width, p.jump, p.stale_forwards);
+        let ring_bits = state.ring_bits();
+        let from = forward.len();
+        forward.resize(from + keys.len(), 0);
+        let mut kept = from;
+        let mut top = h0;
+        for &r in keys {
+            let q = rows.seq(r as usize);
+            let newer = q > h0;
+            let suspect = newer & (q.wrapping_sub(h0) > jump);
+            let below = h0.wrapping_sub(q);
+            let stale = !newer & (below >= width);
+            let seen = !newer & !stale & (below < ring_bits) & state.contains(q);
+            let late = !newer & !stale & !seen;
+            let keep = (newer & !suspect) | late | (stale & stale_forwards);
+            c.suspect += u64::from(suspect);
+            c.stale += u64::from(stale);
+            c.duplicates += u64::from(seen);
+            c.late += u64::from(late);
+            forward[kept] = r;
+            kept += usize::from(keep);
+            // Seqs ascend within the run: the last kept one is the highest.
+            top = if keep { top.max(q) } else { top };
+        }
+        forward.truncate(kept);
+        top
     }
 
     /// Forgets every satellite's state, as if no frame had been seen, but
@@ -684,34 +762,33 @@ impl Window {
         loop {
             let h0 = state.high;
             let from = forward.len();
-            // Branch-free: copies and late keys are common and come in no
-            // pattern a predictor could learn, so every key takes the same
-            // path and the classification becomes arithmetic. The ring lookup
-            // is always in bounds, so it is made for all keys.
-            forward.resize(from + keys.len(), 0);
-            let mut kept = from;
-            let mut top = h0;
             let ring_bits = state.ring_bits();
             let mut c = DedupCounts::default();
-            for &r in keys {
-                let q = rows.seq(r as usize);
-                let newer = q > h0;
-                let suspect = newer & (q.wrapping_sub(h0) > jump);
-                let below = h0.wrapping_sub(q);
-                let stale = !newer & (below >= width);
-                let seen = !newer & !stale & (below < ring_bits) & state.contains(q);
-                let late = !newer & !stale & !seen;
-                let keep = (newer & !suspect) | late | (stale & stale_forwards);
-                c.suspect += u64::from(suspect);
-                c.stale += u64::from(stale);
-                c.duplicates += u64::from(seen);
-                c.late += u64::from(late);
-                forward[kept] = r;
-                kept += usize::from(keep);
-                // Seqs ascend within the run: the last kept one is the highest.
-                top = if keep { top.max(q) } else { top };
-            }
-            forward.truncate(kept);
+            // The keys ascend: when the highest is not suspect and the lowest
+            // is inside the ring's bits (or the ring covers the window), the
+            // plain loop classifies them all; else the hardened one, as
+            // branch-free, checks each key for both.
+            let (lo, hi) = match (keys.first(), keys.last()) {
+                (Some(&a), Some(&b)) => (rows.seq(a as usize), rows.seq(b as usize)),
+                _ => (h0, h0),
+            };
+            let top = if (hi <= h0 || hi - h0 <= jump)
+                && (width <= ring_bits || h0.saturating_sub(lo) < ring_bits)
+            {
+                Self::plain_keys(
+                    state,
+                    h0,
+                    width,
+                    stale_forwards,
+                    rows,
+                    keys,
+                    forward,
+                    &mut c,
+                )
+            } else {
+                Self::hardened_keys(state, p, h0, rows, keys, forward, &mut c)
+            };
+            let kept = forward.len();
             if reanchor == 0 || (state.run.is_empty() && c.suspect + c.stale == 0) {
                 counts.add(c);
                 if reanchor != 0 {
@@ -809,8 +886,9 @@ impl Window {
         }
     }
 
-    /// Moves the high mark to `top` and remembers the `forwarded` seqs (none
-    /// above `top`) inside `(top - W, top]`, growing a lazy ring first if needed.
+    /// Moves the high mark to `top` and remembers the `forwarded` seqs
+    /// (ascending, none above `top`) inside `(top - W, top]`, growing a lazy
+    /// ring first if needed.
     fn commit(
         state: &mut SatWindow,
         p: Params,
@@ -820,15 +898,14 @@ impl Window {
         let width = p.width;
         // `low` only sizes a lazy ring: once the ring is full it is not needed.
         if state.ring.len() < p.full_words {
-            let mut low = state.low;
-            for q in forwarded.clone() {
-                if top - q < width {
-                    low = low.min(q);
-                }
-            }
-            let words = p.need(top - low);
-            if words > state.ring.len() {
-                state.grow(words, top);
+            // The seqs ascend: the first inside `(top - W, top]` is the lowest.
+            let low = forwarded
+                .clone()
+                .find(|&q| top - q < width)
+                .map_or(state.low, |q| q.min(state.low));
+            // The ring holds a spread below its bits (see `ring_words_for`).
+            if top - low >= state.ring_bits() {
+                state.grow(p.need(top - low), top);
             }
             state.low = low;
         }
