@@ -29,6 +29,9 @@ impl FirstDedup {
 
     /// `valid` lists the batch's valid rows in stream order as (row, sat, seq).
     /// Returns the rows to forward in ascending (sat, seq) order.
+    ///
+    /// # Panics
+    /// Never: every satellite that forwarded a key has an entry.
     pub fn run(&mut self, valid: &[(u32, u32, u64)]) -> (Vec<u32>, DedupCounts) {
         let mut counts = DedupCounts::default();
         let mut seen = HashSet::new();
