@@ -20,7 +20,8 @@
 //! A satellite with no state (never seen, evicted, or after [`Window::reset`])
 //! is anchored at its lowest key of the batch: that key is forwarded as new
 //! and counted nowhere, the state becomes `H` = that key, `S` = {that key}
-//! (empty if `W = 0`), and the batch's other keys of the satellite are
+//! (empty if `W = 0`), support `A` = 1 (see Provisional anchors), and the
+//! batch's other keys of the satellite are
 //! classified against that state (so with `J > 0` a key more than `J` above
 //! it is suspect).
 //!
@@ -75,10 +76,18 @@
 //! `N`-in-a-row rule above applies unchanged. The cost: until a satellite
 //! has accepted `N` keys since an anchoring with fewer than `N`, its outside
 //! keys (hostile or stale) reach the output even under [`StalePolicy::Drop`]
-//! or a jump limit (counted `provisional`), and after a re-anchoring copies of keys forwarded
-//! before it can pass again (as after any re-anchoring). With `N` = 1 every
-//! anchoring is confirmed at once (the plain rule), and with `N` = 0
-//! ([`WindowLimits::OFF`]) there is no support and nothing is provisional.
+//! or a jump limit (counted `provisional`), and after a re-anchoring copies
+//! of keys forwarded before it can pass again (as after any re-anchoring).
+//! With `N` = 1 every anchoring is confirmed at once (the plain rule), and
+//! with `N` = 0 ([`WindowLimits::OFF`]) there is no support and nothing is
+//! provisional.
+//!
+//! # Fast paths
+//! A window with no limit active ([`WindowLimits::OFF`]) takes, batch by
+//! batch, the plain loop of the unhardened window (no suspect lane, no ring
+//! guard, no byte or activity bookkeeping). With limits, a satellite's keys
+//! of a batch take the same loop when its highest key is not suspect and its
+//! lowest is inside the ring's bits; the results are the same either way.
 //!
 //! # Ring layout
 //! `S` is a ring bitmap of `R` bits, `R` a power of two from 64 up to the full
