@@ -269,6 +269,22 @@ fn stage_dedup(c: &mut Criterion) {
             }
         })
     });
+    // The same with the service's limits (suspect keys, re-anchoring, lazy
+    // rings, the memory budget), checked against the naive twin first.
+    let mut service = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::SERVICE);
+    let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::SERVICE);
+    for ((batch, mask), v) in all.iter().zip(&all_masks).zip(&valid) {
+        let counts = service.run(batch, mask, &mut x);
+        assert_eq!((x.clone(), counts), naive.run(v));
+    }
+    g.bench_function("dedup/sort-unique+window-service", |b| {
+        b.iter(|| {
+            service.reset();
+            for (batch, mask) in all.iter().zip(&all_masks) {
+                black_box(service.run(black_box(batch), mask, &mut x));
+            }
+        })
+    });
     g.bench_function("dedup/naive+window", |b| {
         b.iter(|| {
             let mut naive =

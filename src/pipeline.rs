@@ -144,6 +144,10 @@ pub struct PipelineStats {
     /// Keys too far above their satellite's highest seq (`--max-seq-jump`):
     /// dropped, the window not moved.
     pub suspect: u64,
+    /// Keys outside their satellite's window forwarded because it was
+    /// provisional (fewer than `--reanchor-after` keys accepted since it was
+    /// anchored): the window not moved.
+    pub provisional: u64,
     /// Satellites whose window moved to where their keys kept landing
     /// (`--reanchor-after`).
     pub reanchors: u64,
@@ -274,6 +278,7 @@ impl<R: Rows + ?Sized, W: Write + ?Sized> BatchStages for Bound<'_, R, W> {
         s.stats.stale += counts.stale;
         s.stats.late += counts.late;
         s.stats.suspect += counts.suspect;
+        s.stats.provisional += counts.provisional;
         s.stats.reanchors += counts.reanchors;
         s.stats.evicted_sats += counts.evicted_sats;
     }

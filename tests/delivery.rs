@@ -905,11 +905,11 @@ fn poison_after_the_satellite_is_established_is_suspect() {
 
 /// The poison as the very first frame of a satellite, delivered in a batch
 /// of its own (e.g. the satellite's first frame after serve started, or
-/// after hostile ids got it evicted): it anchors the window at u64::MAX, and
-/// with `--stale drop` the first `--reanchor-after` - 1 genuine frames are
-/// dropped as stale, yet acked to the station.
+/// after hostile ids got it evicted): it anchors the window at u64::MAX, but
+/// only provisionally, so the first genuine frame re-anchors at once and
+/// none is dropped as stale under `--stale drop` (src/dedup/window.rs,
+/// Provisional anchors).
 #[test]
-#[ignore = "bug (design limit): a lone first frame anchors its satellite unconditionally; a poison seq then costs reanchor_after-1 genuine frames under --stale drop (src/dedup/window.rs, Anchoring)"]
 fn poison_as_the_first_frame_of_a_satellite_loses_no_genuine_frame() {
     let dir = Scratch::new("poison-first");
     let out = dir.path("out.bin");

@@ -38,10 +38,29 @@ fn seq_lane() -> impl Strategy<Value = (u8, u64)> {
         1 => (Just(2u8), 0u64..20),              // near u64::MAX
         1 => (Just(3u8), any::<u64>()),          // anywhere
         1 => (Just(4u8), 300u64..5_000),         // a big jump above the base
+        1 => (Just(5u8), 300u64..5_000),         // as far below the base
+    ]
+}
+
+/// One hostile seq: far above or below the base, near 0 or u64::MAX.
+fn hostile_lane() -> impl Strategy<Value = (u8, u64)> {
+    prop_oneof![
+        (Just(1u8), 0u64..20),
+        (Just(2u8), 0u64..20),
+        (Just(4u8), 300u64..5_000),
+        (Just(5u8), 300u64..5_000),
     ]
 }
 
 fn limits() -> impl Strategy<Value = WindowLimits> {
+    prop_oneof![
+        // No limit at all: the window's plain loop.
+        1 => Just(WindowLimits::OFF),
+        4 => some_limits(),
+    ]
+}
+
+fn some_limits() -> impl Strategy<Value = WindowLimits> {
     (
         prop_oneof![Just(0u64), 1u64..8, 8u64..300, Just(1u64 << 20)],
         prop_oneof![Just(0u32), 1u32..4, 4u32..10],
@@ -72,9 +91,14 @@ proptest! {
     fn hardened_dedup_matches_naive(
         batches in prop::collection::vec(
             (
-                prop::collection::vec(
-                    (prop_oneof![6 => 0u32..5, 1 => 0u32..64, 1 => any::<u32>()], seq_lane(), prop::bool::weighted(0.9)),
-                    0..80),
+                prop_oneof![
+                    5 => prop::collection::vec(
+                        (prop_oneof![6 => 0u32..5, 1 => 0u32..64, 1 => any::<u32>()], seq_lane(), prop::bool::weighted(0.9)),
+                        0..80),
+                    // A lone hostile key or two (a satellite's first key, or
+                    // right after it): the provisional anchor.
+                    1 => prop::collection::vec((0u32..5, hostile_lane(), Just(true)), 1..3),
+                ],
                 prop::bool::weighted(0.05),
             ),
             1..10),
@@ -101,7 +125,8 @@ proptest! {
                     1 => x,
                     2 => u64::MAX - x,
                     3 => x,
-                    _ => base.wrapping_add(x).wrapping_add(k as u64 * 40),
+                    4 => base.wrapping_add(x).wrapping_add(k as u64 * 40),
+                    _ => base.wrapping_sub(x).wrapping_add(k as u64 * 40),
                 };
                 batch.push(sat, seq, 0, &[]);
                 if ok {
@@ -303,4 +328,113 @@ fn lazy_rings_keep_sparse_satellites_small() {
     }
     // Spread 350: 8 words each.
     assert_eq!(d.window().tracked_bytes(), 10_000 * sat_bytes(8, 0));
+}
+
+/// A lone first key far from the genuine seqs (the satellite's first frame,
+/// or its first after an eviction) anchors a provisional window: the first
+/// genuine key outside it re-anchors at once, and no genuine frame is lost.
+#[test]
+fn a_lone_poisoned_first_key_is_replaced_by_the_first_genuine_key() {
+    for poison in [u64::MAX, 3] {
+        let mut d = hardened(65_536, StalePolicy::Drop);
+        let (out, c) = run(&mut d, &[(1, poison)]);
+        assert_eq!(out, vec![(1, poison)]);
+        assert_eq!(c, DedupCounts::default());
+        let from = 1u64 << 40;
+        let (out, c) = run(&mut d, &seqs(1, from, from + 200));
+        assert_eq!(out, seqs(1, from, from + 200), "poison {poison}");
+        assert_eq!((c.reanchors, c.stale, c.suspect), (1, 0, 0));
+        let (out, c) = run(&mut d, &seqs(1, from, from + 100));
+        assert!(out.is_empty());
+        assert_eq!(c.duplicates, 100);
+    }
+}
+
+/// Fewer than `reanchor_after` consistent poisoned keys cost no genuine
+/// frame either: the genuine run outvotes them, and until it does its keys
+/// are forwarded (counted stale) whatever the policy.
+#[test]
+fn a_short_poisoned_start_costs_no_genuine_frame() {
+    let mut d = hardened(65_536, StalePolicy::Drop);
+    run(
+        &mut d,
+        &seqs(1, u64::MAX - 9, u64::MAX)
+            .into_iter()
+            .chain([(1, u64::MAX)])
+            .collect::<Vec<_>>(),
+    );
+    let (out, c) = run(&mut d, &seqs(1, 1000, 1200));
+    assert_eq!(out, seqs(1, 1000, 1200));
+    assert_eq!((c.reanchors, c.provisional, c.stale), (1, 9, 0));
+    let (out, c) = run(&mut d, &seqs(1, 1000, 1210));
+    assert_eq!(out, seqs(1, 1200, 1210));
+    assert_eq!(c.duplicates, 200);
+}
+
+/// The other way round: a hostile key after genuine ones, while the
+/// satellite is still provisional, is forwarded but moves nothing (it does
+/// not outvote them); once confirmed, the usual rules apply.
+#[test]
+fn a_hostile_key_cannot_outvote_a_provisional_satellite() {
+    let n = u64::from(WindowLimits::SERVICE.reanchor_after);
+    const G: u64 = 1_000_000;
+    let mut d = hardened(65_536, StalePolicy::Drop);
+    run(&mut d, &seqs(1, G, G + 10));
+    for hostile in [u64::MAX, 5] {
+        let (out, c) = run(&mut d, &[(1, hostile)]);
+        assert_eq!(out, vec![(1, hostile)]);
+        assert_eq!((c.reanchors, c.provisional, c.suspect + c.stale), (0, 1, 0));
+    }
+    // The window did not move: copies are duplicates, the rest is new.
+    let (out, c) = run(&mut d, &seqs(1, G, G + n));
+    assert_eq!(out, seqs(1, G + 10, G + n));
+    assert_eq!((c.duplicates, c.reanchors), (10, 0));
+    // Confirmed now (n keys accepted): hostile keys are dropped.
+    for hostile in [u64::MAX, 5] {
+        let (out, c) = run(&mut d, &[(1, hostile)]);
+        assert!(out.is_empty());
+        assert_eq!((c.reanchors, c.suspect + c.stale), (0, 1));
+    }
+}
+
+/// With one key accepted, a lone hostile key does tie and re-anchors; the
+/// next genuine key re-anchors back. No genuine frame is lost; the hostile
+/// one is forwarded, and copies of the genuine keys before it pass again.
+#[test]
+fn a_lone_genuine_first_key_can_be_flipped_and_flips_back() {
+    let mut d = hardened(65_536, StalePolicy::Drop);
+    run(&mut d, &[(1, 1000)]);
+    let (out, c) = run(&mut d, &[(1, u64::MAX)]);
+    assert_eq!((out, c.reanchors), (vec![(1, u64::MAX)], 1));
+    let (out, c) = run(&mut d, &seqs(1, 1000, 1100));
+    assert_eq!(out, seqs(1, 1000, 1100));
+    assert_eq!((c.reanchors, c.stale), (1, 0));
+}
+
+/// Without limits nothing is provisional: a lone first key anchors for good.
+#[test]
+fn without_limits_a_lone_first_key_anchors_for_good() {
+    let mut d = Dedup::new(65_536, StalePolicy::Drop, WindowLimits::OFF);
+    run(&mut d, &[(1, u64::MAX)]);
+    let (out, c) = run(&mut d, &seqs(1, 1000, 1200));
+    assert!(out.is_empty());
+    assert_eq!((c.stale, c.reanchors), (200, 0));
+}
+
+/// A lazy ring narrower than the window: a key at least its bits below the
+/// high mark (but inside the window) shares a slot with a member, yet is
+/// not one; it is late, in a run of its own and in a run with other keys.
+#[test]
+fn a_lazy_ring_does_not_alias_keys_below_its_bits() {
+    for extra in [vec![], vec![(1, 990)], vec![(1, 1001)]] {
+        let mut d = hardened(1000, StalePolicy::Drop);
+        run(&mut d, &seqs(1, 960, 1001));
+        assert_eq!(d.window().tracked_bytes(), sat_bytes(1, 0));
+        let mut rows = vec![(1, 1000 - 64)];
+        rows.extend(extra.iter().copied());
+        let (out, c) = run(&mut d, &rows);
+        assert_eq!(out[0], (1, 936), "{extra:?}");
+        assert_eq!(c.duplicates, u64::from(extra == [(1, 990)]), "{extra:?}");
+        assert_eq!(c.late, 1, "{extra:?}");
+    }
 }

@@ -48,8 +48,13 @@ pub struct DedupCounts {
     /// Keys more than [`WindowLimits::max_seq_jump`] above their satellite's
     /// high mark: dropped, and the window did not move.
     pub suspect: u64,
+    /// Keys outside their satellite's window (suspect or stale) forwarded
+    /// because the satellite was provisional (see [`window`]): the window
+    /// did not move.
+    pub provisional: u64,
     /// Satellites re-anchored after [`WindowLimits::reanchor_after`]
-    /// consistent keys outside their window (each completing key forwarded).
+    /// consistent keys outside their window, fewer while provisional (each
+    /// completing key forwarded).
     pub reanchors: u64,
     /// Satellites whose state was evicted to fit [`WindowLimits::memory_budget`].
     pub evicted_sats: u64,
@@ -62,6 +67,7 @@ impl DedupCounts {
         self.stale += other.stale;
         self.late += other.late;
         self.suspect += other.suspect;
+        self.provisional += other.provisional;
         self.reanchors += other.reanchors;
         self.evicted_sats += other.evicted_sats;
     }

@@ -22,6 +22,9 @@ struct NaiveSat {
     members: BTreeSet<u64>,
     /// Consecutive outside keys, first one first.
     run: Vec<u64>,
+    /// Keys accepted since the last anchoring: the anchoring keys, then the
+    /// new and late ones. Below `reanchor_after`, the satellite is provisional.
+    support: u64,
     /// The words its ring would have: the largest need since it has an entry.
     ring_words: usize,
     /// Last batch with a key of this satellite.
@@ -159,6 +162,7 @@ impl NaiveDedup {
         sat.members = keys.iter().copied().filter(|&q| high - q < width).collect();
         sat.low = sat.members.first().copied().unwrap_or(high);
         sat.run.clear();
+        sat.support = keys.len() as u64;
         sat.ring_words = sat.ring_words.max(Self::need(width, limits, sat));
     }
 
@@ -191,12 +195,19 @@ impl NaiveDedup {
                     sat.run.clear();
                 }
                 sat.run.push(q);
-                if sat.run.len() >= n {
+                // Confirmed: n in a row. Provisional: as many as support it.
+                if sat.run.len() as u64 >= sat.support.min(n as u64) {
                     counts.reanchors += 1;
                     out.push((q, row));
                     let run = sat.run.clone();
                     Self::anchor(sat, width, limits, &run);
                     phase.clear();
+                    continue;
+                }
+                if sat.support < n as u64 {
+                    // Provisional: forwarded whatever its verdict, moves nothing.
+                    counts.provisional += 1;
+                    out.push((q, row));
                     continue;
                 }
             } else if n > 0 {
@@ -219,7 +230,10 @@ impl NaiveDedup {
             };
             if forward {
                 out.push((q, row));
-                phase.push(q);
+                if !is_stale {
+                    phase.push(q);
+                    sat.support += 1;
+                }
             }
         }
         // Only now does the state take this batch's forwarded keys.

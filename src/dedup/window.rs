@@ -20,7 +20,8 @@
 //! A satellite with no state (never seen, evicted, or after [`Window::reset`])
 //! is anchored at its lowest key of the batch: that key is forwarded as new
 //! and counted nowhere, the state becomes `H` = that key, `S` = {that key}
-//! (empty if `W = 0`), and the batch's other keys of the satellite are
+//! (empty if `W = 0`), support `A` = 1 (see Provisional anchors), and the
+//! batch's other keys of the satellite are
 //! classified against that state (so with `J > 0` a key more than `J` above
 //! it is suspect).
 //!
@@ -30,7 +31,8 @@
 //! key inside the window (new, late or duplicate) empties the run. An outside
 //! key joins the run when the run is not empty and the key is less than
 //! `max(W, 1)` seqs away from the run's first key; otherwise it starts a new
-//! run at itself. The key that makes the run `N` long completes it:
+//! run at itself. The key that makes the run `A` long completes it (`A`, the
+//! satellite's support, is `N` once it is confirmed; see Provisional anchors):
 //! - it is forwarded, whatever the stale policy, and counted only in
 //!   `reanchors` (not suspect, not stale);
 //! - the earlier keys of the run keep the verdict and count they got;
@@ -38,7 +40,7 @@
 //!   same batch would have added to it) and anchored at the run: `H` = the
 //!   run's highest seq, `S` = the run's seqs within `(H - W, H]` (so a later
 //!   copy of a run key, even one dropped as suspect, is a duplicate), run
-//!   emptied;
+//!   emptied, support `A` = the run's length;
 //! - the satellite's remaining keys of the batch are classified against the
 //!   new state.
 //!
@@ -46,6 +48,46 @@
 //! than `J`. Its limit: any `N` consecutive outside keys re-anchor, so a
 //! replay of at least `N` old frames of one satellite with no current frame
 //! between them (in (sat, seq) order) moves the window to the replayed seqs.
+//!
+//! # Provisional anchors (`N` > 0)
+//! A satellite's support `A` counts the keys accepted since its last
+//! anchoring: the anchoring keys (1 for a first key, the run's length at a
+//! re-anchoring), then each key forwarded as new or late; duplicates,
+//! suspect and stale keys add nothing. `A` is capped at `N`. The satellite
+//! is provisional while `A < N` and confirmed once `A = N`, until its next
+//! anchoring (or eviction, or [`Window::reset`]). Two rules differ while it
+//! is provisional:
+//! - a run completes at `A` keys instead of `N`: right after a lone first
+//!   key (`A` = 1) the first key outside the window re-anchors at once, so a
+//!   poisoned first key (the satellite's first frame, or its first after an
+//!   eviction) is replaced by the first genuine key, which is forwarded;
+//! - an outside key (suspect or stale) that does not complete the run is
+//!   forwarded whatever the stale policy, counted only in `provisional` (not
+//!   suspect, not stale), and moves nothing but the run: no genuine key is
+//!   dropped while the window may be wrong.
+//!
+//! Hence `k` consistent hostile keys (`k < N`) at a satellite's start are
+//! outvoted by `k` genuine keys outside their window, all forwarded; it
+//! takes `N`, as for a confirmed satellite, to make genuine keys drop.
+//! The other way round, hostile keys after `A` genuine ones move the window
+//! only if `A` of them arrive in a row (in (sat, seq) order, within
+//! `max(W, 1)` of each other); a lone hostile key outvotes only a lone first
+//! key, and then the next genuine key re-anchors back. Once confirmed, the
+//! `N`-in-a-row rule above applies unchanged. The cost: until a satellite
+//! has accepted `N` keys since an anchoring with fewer than `N`, its outside
+//! keys (hostile or stale) reach the output even under [`StalePolicy::Drop`]
+//! or a jump limit (counted `provisional`), and after a re-anchoring copies
+//! of keys forwarded before it can pass again (as after any re-anchoring).
+//! With `N` = 1 every anchoring is confirmed at once (the plain rule), and
+//! with `N` = 0 ([`WindowLimits::OFF`]) there is no support and nothing is
+//! provisional.
+//!
+//! # Fast paths
+//! A window with no limit active ([`WindowLimits::OFF`]) takes, batch by
+//! batch, the plain loop of the unhardened window (no suspect lane, no ring
+//! guard, no byte or activity bookkeeping). With limits, a satellite's keys
+//! of a batch take the same loop when its highest key is not suspect and its
+//! lowest is inside the ring's bits; the results are the same either way.
 //!
 //! # Ring layout
 //! `S` is a ring bitmap of `R` bits, `R` a power of two from 64 up to the full
@@ -116,7 +158,9 @@ pub struct WindowLimits {
     /// counted, dropped, and it does not move the window. 0: no limit.
     pub max_seq_jump: u64,
     /// A satellite re-anchors at this many consecutive, mutually consistent
-    /// keys outside its window. 0: never.
+    /// keys outside its window, and is provisional (re-anchors sooner and
+    /// forwards outside keys) until it has accepted this many. 0: never, and
+    /// nothing is provisional.
     pub reanchor_after: u32,
     /// Tracked bytes of all satellites' state above which the least recently
     /// active satellites are evicted. `usize::MAX`: no limit.
@@ -189,6 +233,10 @@ struct SatWindow {
     ring: Box<[u64]>,
     /// Consecutive outside keys, first one first.
     run: Vec<u64>,
+    /// Keys accepted since the last anchoring (the anchoring keys, then new
+    /// and late keys), capped at `reanchor_after`: below it, the satellite is
+    /// provisional. Unused when re-anchoring is off.
+    support: u32,
 }
 
 impl SatWindow {
@@ -303,6 +351,9 @@ enum Class {
 pub struct Window {
     limits: WindowLimits,
     params: Params,
+    /// No limit is active ([`WindowLimits::OFF`]): batches take
+    /// [`Window::apply_plain`].
+    plain: bool,
     /// Fx hashing: a satellite id is one multiply away from its slot, and the
     /// map is asked once per satellite run of every batch.
     sats: FxHashMap<u32, SatWindow>,
@@ -328,6 +379,10 @@ impl Window {
         assert!(width <= MAX_WINDOW, "window {width} exceeds {MAX_WINDOW}");
         Window {
             limits,
+            plain: limits.max_seq_jump == 0
+                && limits.reanchor_after == 0
+                && limits.memory_budget == usize::MAX
+                && !limits.lazy_rings,
             params: Params {
                 width,
                 stale_forwards: stale == StalePolicy::Forward,
@@ -375,6 +430,9 @@ impl Window {
         forward: &mut Vec<u32>,
     ) -> DedupCounts {
         self.batch += 1;
+        if self.plain {
+            return self.apply_plain(rows, survivors, forward);
+        }
         self.victims_built = false;
         let mut counts = DedupCounts::default();
         let mut rest = survivors;
@@ -402,6 +460,7 @@ impl Window {
                     last_active: 0,
                     ring: Box::new([]),
                     run: Vec::new(),
+                    support: 0,
                 });
             state.last_active = self.batch;
             Self::update(state, self.params, rows, run, forward, &mut counts);
@@ -415,6 +474,170 @@ impl Window {
             self.fit(None, survivors, rows, &mut counts);
         }
         counts
+    }
+
+    /// [`Window::apply`] with no limit active, chosen per batch: the plain
+    /// window's loop. Nothing is suspect, no run is kept, nothing is evicted
+    /// (so activity is not kept either), every ring is full from the start
+    /// (so a satellite's tracked bytes are fixed when it is first seen), and
+    /// a satellite without state has a clear ring (a new entry, or a reset):
+    /// anchored at its lowest key, every other key of the batch is new.
+    fn apply_plain<R: Rows + ?Sized>(
+        &mut self,
+        rows: &R,
+        survivors: &[u32],
+        forward: &mut Vec<u32>,
+    ) -> DedupCounts {
+        let (width, stale_forwards, words) = (
+            self.params.width,
+            self.params.stale_forwards,
+            self.params.full_words,
+        );
+        let bytes = &mut self.bytes;
+        let mut counts = DedupCounts::default();
+        let mut rest = survivors;
+        while let Some(&first) = rest.first() {
+            let s = rows.sat(first as usize);
+            let run_len = rest
+                .iter()
+                .position(|&r| rows.sat(r as usize) != s)
+                .unwrap_or(rest.len());
+            let (run, tail) = rest.split_at(run_len);
+            rest = tail;
+            debug_assert!(run
+                .windows(2)
+                .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
+            let from = forward.len();
+            let state = self.sats.entry(s).or_insert_with(|| {
+                *bytes += sat_bytes(words, 0);
+                SatWindow {
+                    live: false,
+                    high: 0,
+                    low: 0,
+                    last_active: 0,
+                    ring: vec![0; words].into_boxed_slice(),
+                    run: Vec::new(),
+                    support: 0,
+                }
+            });
+            if state.live {
+                // With a full ring (at least W bits) a key less than W below
+                // the high mark has its own slot.
+                let h0 = state.high;
+                let top = Self::plain_keys(
+                    state,
+                    h0,
+                    width,
+                    stale_forwards,
+                    rows,
+                    run,
+                    forward,
+                    &mut counts,
+                );
+                if top > h0 {
+                    state.advance(top);
+                }
+            } else {
+                forward.extend_from_slice(run);
+                state.live = true;
+                state.low = rows.seq(first as usize);
+                state.high = rows.seq(*run.last().expect("runs are not empty") as usize);
+            }
+            let high = state.high;
+            for &r in &forward[from..] {
+                let q = rows.seq(r as usize);
+                if high - q < width {
+                    state.insert(q);
+                }
+            }
+        }
+        counts
+    }
+
+    /// Classifies `keys` (ascending) against `state`, high mark `h0`, with
+    /// no key suspect and every key less than `width` below `h0` inside the
+    /// ring's bits; appends the rows to forward and returns the highest
+    /// forwarded seq (or `h0`).
+    ///
+    /// Branch-free: copies and late keys are common and come in no pattern a
+    /// predictor could learn, so every key takes the same path and the
+    /// classification becomes arithmetic. The ring lookup is always in
+    /// bounds, so it is made for all keys.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    fn plain_keys<R: Rows + ?Sized>(
+        state: &SatWindow,
+        h0: u64,
+        width: u64,
+        stale_forwards: bool,
+        rows: &R,
+        keys: &[u32],
+        forward: &mut Vec<u32>,
+        counts: &mut DedupCounts,
+    ) -> u64 {
+        let from = forward.len();
+        forward.resize(from + keys.len(), 0);
+        let mut kept = from;
+        let mut top = h0;
+        for &r in keys {
+            let q = rows.seq(r as usize);
+            let newer = q > h0;
+            let stale = !newer & (h0.wrapping_sub(q) >= width);
+            let seen = !newer & !stale & state.contains(q);
+            let late = !newer & !stale & !seen;
+            let keep = newer | late | (stale & stale_forwards);
+            counts.stale += u64::from(stale);
+            counts.duplicates += u64::from(seen);
+            counts.late += u64::from(late);
+            forward[kept] = r;
+            kept += usize::from(keep);
+            // Seqs ascend: the last kept one is the highest.
+            top = if keep { top.max(q) } else { top };
+        }
+        forward.truncate(kept);
+        top
+    }
+
+    /// Classifies `keys` (ascending) against `state`, high mark `h0`, with
+    /// the suspect lane and the ring guard (`H - q < R`); appends the rows to
+    /// forward and returns the highest forwarded seq (or `h0`). Branch-free
+    /// as [`Window::plain_keys`].
+    #[inline(always)]
+    fn hardened_keys<R: Rows + ?Sized>(
+        state: &SatWindow,
+        p: Params,
+        h0: u64,
+        rows: &R,
+        keys: &[u32],
+        forward: &mut Vec<u32>,
+        c: &mut DedupCounts,
+    ) -> u64 {
+        let (width, jump, stale_forwards) = (p.width, p.jump, p.stale_forwards);
+        let ring_bits = state.ring_bits();
+        let from = forward.len();
+        forward.resize(from + keys.len(), 0);
+        let mut kept = from;
+        let mut top = h0;
+        for &r in keys {
+            let q = rows.seq(r as usize);
+            let newer = q > h0;
+            let suspect = newer & (q.wrapping_sub(h0) > jump);
+            let below = h0.wrapping_sub(q);
+            let stale = !newer & (below >= width);
+            let seen = !newer & !stale & (below < ring_bits) & state.contains(q);
+            let late = !newer & !stale & !seen;
+            let keep = (newer & !suspect) | late | (stale & stale_forwards);
+            c.suspect += u64::from(suspect);
+            c.stale += u64::from(stale);
+            c.duplicates += u64::from(seen);
+            c.late += u64::from(late);
+            forward[kept] = r;
+            kept += usize::from(keep);
+            // Seqs ascend within the run: the last kept one is the highest.
+            top = if keep { top.max(q) } else { top };
+        }
+        forward.truncate(kept);
+        top
     }
 
     /// Forgets every satellite's state, as if no frame had been seen, but
@@ -498,6 +721,7 @@ impl Window {
         state.live = true;
         state.high = high;
         state.low = low;
+        state.support = u32::try_from(keys.len()).unwrap_or(u32::MAX);
         for &q in keys {
             if high - q < width {
                 state.insert(q);
@@ -547,37 +771,45 @@ impl Window {
         loop {
             let h0 = state.high;
             let from = forward.len();
-            // Branch-free: copies and late keys are common and come in no
-            // pattern a predictor could learn, so every key takes the same
-            // path and the classification becomes arithmetic. The ring lookup
-            // is always in bounds, so it is made for all keys.
-            forward.resize(from + keys.len(), 0);
-            let mut kept = from;
-            let mut top = h0;
             let ring_bits = state.ring_bits();
             let mut c = DedupCounts::default();
-            for &r in keys {
-                let q = rows.seq(r as usize);
-                let newer = q > h0;
-                let suspect = newer & (q.wrapping_sub(h0) > jump);
-                let below = h0.wrapping_sub(q);
-                let stale = !newer & (below >= width);
-                let seen = !newer & !stale & (below < ring_bits) & state.contains(q);
-                let late = !newer & !stale & !seen;
-                let keep = (newer & !suspect) | late | (stale & stale_forwards);
-                c.suspect += u64::from(suspect);
-                c.stale += u64::from(stale);
-                c.duplicates += u64::from(seen);
-                c.late += u64::from(late);
-                forward[kept] = r;
-                kept += usize::from(keep);
-                // Seqs ascend within the run: the last kept one is the highest.
-                top = if keep { top.max(q) } else { top };
-            }
-            forward.truncate(kept);
+            // The keys ascend: when the highest is not suspect and the lowest
+            // is inside the ring's bits (or the ring covers the window), the
+            // plain loop classifies them all; else the hardened one, as
+            // branch-free, checks each key for both.
+            let (lo, hi) = match (keys.first(), keys.last()) {
+                (Some(&a), Some(&b)) => (rows.seq(a as usize), rows.seq(b as usize)),
+                _ => (h0, h0),
+            };
+            let top = if (hi <= h0 || hi - h0 <= jump)
+                && (width <= ring_bits || h0.saturating_sub(lo) < ring_bits)
+            {
+                Self::plain_keys(
+                    state,
+                    h0,
+                    width,
+                    stale_forwards,
+                    rows,
+                    keys,
+                    forward,
+                    &mut c,
+                )
+            } else {
+                Self::hardened_keys(state, p, h0, rows, keys, forward, &mut c)
+            };
+            let kept = forward.len();
             if reanchor == 0 || (state.run.is_empty() && c.suspect + c.stale == 0) {
                 counts.add(c);
-                Self::commit(state, p, top, rows, &forward[from..]);
+                if reanchor != 0 {
+                    // Every kept key is new or late: all of them support.
+                    state.support = (state.support as usize + (kept - from)).min(reanchor) as u32;
+                }
+                Self::commit(
+                    state,
+                    p,
+                    top,
+                    forward[from..].iter().map(|&r| rows.seq(r as usize)),
+                );
                 return;
             }
             // Outside keys with re-anchoring on: one key at a time.
@@ -595,7 +827,10 @@ impl Window {
                             state.run.push(q);
                         }
                     }
-                    if state.run.len() >= reanchor {
+                    // `support` is at least 1 (the anchoring key) and at most
+                    // `reanchor`: a provisional satellite re-anchors sooner.
+                    let provisional = (state.support as usize) < reanchor;
+                    if state.run.len() >= state.support as usize {
                         counts.reanchors += 1;
                         forward.push(r);
                         let keys_of_run = std::mem::take(&mut state.run);
@@ -605,8 +840,17 @@ impl Window {
                         reanchored = Some(i);
                         break;
                     }
+                    if provisional {
+                        // Forwarded whatever its verdict; it moves nothing.
+                        counts.provisional += 1;
+                        forward.push(r);
+                        continue;
+                    }
                 } else {
                     state.run.clear();
+                    if matches!(class, Class::New | Class::Late) {
+                        state.support = (state.support + 1).min(reanchor as u32);
+                    }
                 }
                 let keep = match class {
                     Class::Suspect => {
@@ -634,47 +878,50 @@ impl Window {
             match reanchored {
                 Some(i) => keys = &keys[i + 1..],
                 None => {
+                    // Suspect keys forwarded while provisional move nothing.
                     let top = forward[from..]
                         .iter()
                         .map(|&r| rows.seq(r as usize))
+                        .filter(|&q| q <= h0 || q - h0 <= jump)
                         .fold(h0, u64::max);
-                    Self::commit(state, p, top, rows, &forward[from..]);
+                    let seqs = forward[from..]
+                        .iter()
+                        .map(|&r| rows.seq(r as usize))
+                        .filter(|&q| q <= top);
+                    Self::commit(state, p, top, seqs);
                     return;
                 }
             }
         }
     }
 
-    /// Moves the high mark to `top` and remembers the `forwarded` rows' seqs
-    /// inside `(top - W, top]`, growing a lazy ring first if needed.
-    fn commit<R: Rows + ?Sized>(
+    /// Moves the high mark to `top` and remembers the `forwarded` seqs
+    /// (ascending, none above `top`) inside `(top - W, top]`, growing a lazy
+    /// ring first if needed.
+    fn commit(
         state: &mut SatWindow,
         p: Params,
         top: u64,
-        rows: &R,
-        forwarded: &[u32],
+        forwarded: impl Iterator<Item = u64> + Clone,
     ) {
         let width = p.width;
         // `low` only sizes a lazy ring: once the ring is full it is not needed.
         if state.ring.len() < p.full_words {
-            let mut low = state.low;
-            for &r in forwarded {
-                let q = rows.seq(r as usize);
-                if top - q < width {
-                    low = low.min(q);
-                }
-            }
-            let words = p.need(top - low);
-            if words > state.ring.len() {
-                state.grow(words, top);
+            // The seqs ascend: the first inside `(top - W, top]` is the lowest.
+            let low = forwarded
+                .clone()
+                .find(|&q| top - q < width)
+                .map_or(state.low, |q| q.min(state.low));
+            // The ring holds a spread below its bits (see `ring_words_for`).
+            if top - low >= state.ring_bits() {
+                state.grow(p.need(top - low), top);
             }
             state.low = low;
         }
         if top > state.high {
             state.advance(top);
         }
-        for &r in forwarded {
-            let q = rows.seq(r as usize);
+        for q in forwarded {
             if top - q < width {
                 state.insert(q);
             }

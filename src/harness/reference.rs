@@ -132,6 +132,7 @@ pub fn run(data: &[u8], cfg: &Config) -> (Vec<u8>, Summary, Vec<Vec<Frame>>) {
         stats.stale += counts.stale;
         stats.late += counts.late;
         stats.suspect += counts.suspect;
+        stats.provisional += counts.provisional;
         stats.reanchors += counts.reanchors;
         stats.evicted_sats += counts.evicted_sats;
         let mut forwarded = Vec::new();
