@@ -7,14 +7,21 @@
 # throughputs and the ratio. Then latency at about half of serve's full load:
 # read-to-forward and read-to-delivered (when a station can be acked).
 # Usage: scripts/e2e-bench.sh [FRAMES, default 300000]
+# MERIDIAN_BIN=PATH uses that binary instead of building the release one
+# (the test suite runs it that way with a few thousand frames). Needs
+# python3; installs socat if missing; removes its temporary directory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 frames=${1:-300000}
 if ! command -v socat >/dev/null; then
     apt-get update -qq && apt-get install -y -qq socat
 fi
-cargo build --release --quiet
-bin=target/release/meridian-pipeline
+if [ -n "${MERIDIAN_BIN:-}" ]; then
+    bin=$MERIDIAN_BIN
+else
+    cargo build --release --quiet
+    bin=target/release/meridian-pipeline
+fi
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }

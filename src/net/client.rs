@@ -70,6 +70,10 @@ pub struct ClientOptions {
     pub give_up: Option<Duration>,
     /// TCP keepalive idle time (and probe interval); `None` leaves it off.
     pub keepalive: Option<Duration>,
+    /// When set, one stderr line names the first failure of each outage
+    /// ("`<log_as>` unreachable: ...") and one its end ("connected again"),
+    /// so an operator sees a downstream come and go without a flood.
+    pub log_as: Option<String>,
 }
 
 impl Default for ClientOptions {
@@ -84,6 +88,7 @@ impl Default for ClientOptions {
             max_unacked: 64 << 20,
             give_up: Some(Duration::from_secs(30)),
             keepalive: Some(Duration::from_secs(10)),
+            log_as: None,
         }
     }
 }
@@ -163,6 +168,9 @@ pub struct SessionClient {
     retry_at: Option<Instant>,
     /// What ended the last connection or attempt, for error messages.
     last_fault: Option<String>,
+    /// Failed attempts and faults since the last working connection, for
+    /// the outage log lines.
+    outage: u64,
     stats: ClientStats,
 }
 
@@ -185,6 +193,7 @@ impl SessionClient {
             backoff,
             retry_at: None,
             last_fault: None,
+            outage: 0,
             stats: ClientStats::default(),
         }
     }
@@ -422,10 +431,21 @@ impl SessionClient {
     /// for the backoff.
     fn fault(&mut self, why: &io::Error) {
         self.stats.faults += 1;
+        self.log_failure(&format!("failed: {why}"));
         self.last_fault = Some(why.to_string());
         self.disconnect();
         self.retry_at = Some(Instant::now() + self.backoff);
         self.backoff = (self.backoff * 2).min(self.opts.backoff_max);
+    }
+
+    /// Counts a failure of the current outage; logs only its first.
+    fn log_failure(&mut self, what: &str) {
+        if self.outage == 0 {
+            if let Some(name) = &self.opts.log_as {
+                eprintln!("meridian: {name} {what}; retrying with backoff");
+            }
+        }
+        self.outage += 1;
     }
 
     fn disconnect(&mut self) {
@@ -511,12 +531,22 @@ impl SessionClient {
                 if self.stats.connects > 0 {
                     self.stats.reconnects += 1;
                 }
+                if self.outage > 0 {
+                    if let Some(name) = &self.opts.log_as {
+                        eprintln!(
+                            "meridian: {name} connected again after {} failures",
+                            self.outage
+                        );
+                    }
+                    self.outage = 0;
+                }
                 self.stats.connects += 1;
                 self.retry_at = None;
                 self.conn = Some(c);
             }
             Err(e) => {
                 self.stats.connect_failures += 1;
+                self.log_failure(&format!("unreachable: {e}"));
                 self.last_fault = Some(format!("connect: {e}"));
                 self.retry_at = Some(Instant::now() + self.backoff);
                 self.backoff = (self.backoff * 2).min(self.opts.backoff_max);

@@ -87,6 +87,7 @@ impl Downstream {
                 write_timeout: timeout,
                 max_unacked,
                 give_up: None,
+                log_as: Some(format!("downstream {addr}")),
                 ..ClientOptions::default()
             };
             Downstream::Tcp(Box::new(SessionClient::new(addr, opts, hard_stop.clone())))
