@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -167,7 +167,6 @@ pub struct Metrics {
     /// The downstream has connected at least once (a file: from the start).
     downstream_up: AtomicBool,
     stations: Mutex<Stations>,
-    started: Instant,
 }
 
 impl Default for Metrics {
@@ -185,7 +184,6 @@ impl Default for Metrics {
             latency_sum_us: AtomicU64::new(0),
             downstream_up: AtomicBool::new(false),
             stations: Mutex::new(Stations::default()),
-            started: Instant::now(),
         }
     }
 }
@@ -313,11 +311,6 @@ impl Metrics {
                 }
             })
             .collect()
-    }
-
-    /// Seconds since the registry was made.
-    pub fn uptime(&self) -> Duration {
-        self.started.elapsed()
     }
 
     /// `GET /metrics`: the Prometheus text exposition format (version 0.0.4).
