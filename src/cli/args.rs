@@ -186,6 +186,10 @@ pub(crate) struct ServeArgs {
     /// The HELLO name sent to a session downstream.
     #[arg(long, default_value = "meridian", value_name = "NAME")]
     pub(crate) name: String,
+    /// Serve live counters over HTTP on ADDR (e.g. 127.0.0.1:7780):
+    /// /metrics (Prometheus), /api/links, /healthz, /readyz [default: off].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) admin: Option<String>,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
     /// A batch closes at the latest this many milliseconds after its first frame.

@@ -12,6 +12,7 @@ use clap::Parser;
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
 use meridian_pipeline::harness::gen;
 use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
+use meridian_pipeline::net::admin::AdminServer;
 use meridian_pipeline::net::downstream::Target;
 use meridian_pipeline::net::send::{send_stations_with, SendOptions};
 use meridian_pipeline::net::serve::{self, ServeConfig};
@@ -249,8 +250,22 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
             )));
         }
     }
+    let admin = match &args.admin {
+        Some(a) => {
+            // Bound before serving, so a busy address is a usage error
+            // (exit 2) and nothing was accepted.
+            let server = AdminServer::bind(a)
+                .map_err(|e| CliError::Usage(format!("cannot serve --admin on {a}: {e}")))?;
+            Some(server)
+        }
+        None => None,
+    };
     eprintln!("meridian: listening on {local}");
-    let s = serve::serve(listener, &cfg, stop).map_err(|e| CliError::runtime("serve failed", e))?;
+    if let Some(at) = admin.as_ref().and_then(AdminServer::local_addr) {
+        eprintln!("meridian: admin on {at}");
+    }
+    let s = serve::serve_with(listener, &cfg, stop, admin)
+        .map_err(|e| CliError::runtime("serve failed", e))?;
     if args.json {
         report::json_line(&s);
     } else {

@@ -136,6 +136,14 @@ impl Downstream {
         }
     }
 
+    /// True once a TCP downstream has connected at least once; a file: always.
+    pub fn connected_once(&self) -> bool {
+        match self {
+            Downstream::Tcp(c) => c.stats().connects > 0,
+            Downstream::File(_) => true,
+        }
+    }
+
     /// Bytes handed over so far.
     pub fn sent(&self) -> u64 {
         match self {

@@ -12,8 +12,10 @@
 //! the channel's capacity, one read buffer per connection and the
 //! downstream's replay buffer.
 
+pub mod admin;
 pub mod client;
 pub mod downstream;
+pub mod metrics;
 pub mod send;
 pub mod serve;
 pub mod session;
@@ -166,16 +168,17 @@ pub(crate) struct ReadOptions {
 /// of up to `chunk` decoded frames to `each` as soon as a read yields it, for a stream whose first bytes were already read
 /// (`prefix`, e.g. the leftover of a session's opening), with an `idle`
 /// hook that runs before every read and at every read timeout (it returns
-/// false to end the stream), and `each` told the stream offset the decoder
-/// has consumed up to (counted from the first byte of `prefix`): every
-/// frame before it has been handed over, and it never falls inside a frame.
+/// false to end the stream), and `each` told the decoder's counters so far,
+/// whose `input_bytes` is the stream offset the decoder has consumed up to
+/// (counted from the first byte of `prefix`): every frame before it has
+/// been handed over, and it never falls inside a frame.
 pub(crate) fn read_frames_after<'a>(
     stream: &'a TcpStream,
     prefix: Vec<u8>,
     opts: ReadOptions,
     stop: &'a Shutdown,
     idle: Option<&'a mut (dyn FnMut() -> bool + 'a)>,
-    mut each: impl FnMut(&mut Batch, u64, Instant) -> bool,
+    mut each: impl FnMut(&mut Batch, &DecodeStats, Instant) -> bool,
 ) -> io::Result<(bool, DecodeStats)> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(opts.poll.max(Duration::from_millis(1))))?;
@@ -190,8 +193,8 @@ pub(crate) fn read_frames_after<'a>(
     let mut reader = FrameReader::new(&mut link, opts.decoder, READ_CHUNK);
     let mut batch = Batch::default();
     while reader.fill_some(&mut batch, opts.chunk)? > 0 {
-        let consumed = reader.stats().input_bytes;
-        if !each(&mut batch, consumed, Instant::now()) {
+        let stats = reader.stats();
+        if !each(&mut batch, &stats, Instant::now()) {
             break;
         }
     }

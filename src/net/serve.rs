@@ -26,6 +26,11 @@
 //! signal) the hard stop ends all retrying, and what is left is counted as
 //! unacked. Idle stations (no frame for `idle_timeout`) are closed, and at
 //! the connection limit the longest-idle connection makes room for a new one.
+//!
+//! # Live counters
+//! Station threads (per decoded chunk) and the pipeline thread (per batch)
+//! keep a [`Metrics`] registry up to date; with an [`AdminServer`]
+//! ([`serve_with`], `serve --admin`) it is served over HTTP.
 
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
@@ -39,12 +44,14 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use super::admin::AdminServer;
 use super::downstream::{Downstream, DownstreamStats, Target};
+use super::metrics::{LatencyBatch, Metrics, StationCell};
 use super::session::{self, Opening};
 use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
-use crate::pipeline::{BatchProcessor, Config, Summary};
+use crate::pipeline::{BatchProcessor, Config, PipelineStats, Summary};
 
 /// Frames a station thread decodes before handing them over.
 const CHUNK_FRAMES: usize = 256;
@@ -219,6 +226,8 @@ struct StationLink {
     ack: Mutex<AckState>,
     /// The offset of the last ACK written, read by the station thread.
     sent: AtomicU64,
+    /// The station's live counters (acked bytes).
+    cell: Arc<StationCell>,
 }
 
 #[derive(Debug)]
@@ -230,9 +239,10 @@ struct AckState {
 }
 
 impl StationLink {
-    fn new(stream: Option<TcpStream>) -> StationLink {
+    fn new(stream: Option<TcpStream>, cell: Arc<StationCell>) -> StationLink {
         StationLink {
             stream,
+            cell,
             ack: Mutex::new(AckState {
                 safe: 0,
                 sent: 0,
@@ -273,6 +283,7 @@ impl StationLink {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return false;
         }
+        self.cell.acked(a.safe - a.sent);
         a.sent = a.safe;
         a.at = Instant::now();
         self.sent.store(a.sent, Ordering::SeqCst);
@@ -296,6 +307,7 @@ enum Msg {
 }
 
 struct ClosedConn {
+    /// The station's key in the registry (its name, or [`OTHER_STATIONS`]).
     station: String,
     peer: SocketAddr,
     session: bool,
@@ -353,6 +365,20 @@ pub fn serve(
     cfg: &ServeConfig,
     stop: Arc<Shutdown>,
 ) -> io::Result<ServeSummary> {
+    serve_with(listener, cfg, stop, None)
+}
+
+/// [`serve`], with the live counters served by `admin` (when given) until
+/// it returns.
+///
+/// # Errors
+/// When the downstream (a file) cannot be opened or a thread cannot start.
+pub fn serve_with(
+    listener: TcpListener,
+    cfg: &ServeConfig,
+    stop: Arc<Shutdown>,
+    admin: Option<AdminServer>,
+) -> io::Result<ServeSummary> {
     let hard = Arc::new(Shutdown::default());
     let mut downstream = Downstream::open(
         &cfg.target,
@@ -376,7 +402,15 @@ pub fn serve(
             );
         }
     }
+    let metrics = Arc::new(Metrics::default());
+    if downstream.connected_once() {
+        metrics.set_downstream_up();
+    }
     let done = Arc::new(AtomicBool::new(false));
+    let admin = match admin {
+        Some(a) => Some(a.spawn(Arc::clone(&metrics), Arc::clone(&done))?),
+        None => None,
+    };
     let watchdog = {
         let (stop, hard, done) = (Arc::clone(&stop), Arc::clone(&hard), Arc::clone(&done));
         let limit = cfg.grace + cfg.drain;
@@ -411,17 +445,21 @@ pub fn serve(
     let acceptor = {
         let (stop, hard, cfg) = (Arc::clone(&stop), Arc::clone(&hard), cfg.clone());
         let finished = Arc::clone(&finished);
+        let metrics = Arc::clone(&metrics);
         thread::Builder::new()
             .name("accept".into())
-            .spawn(move || accept_loop(listener, tx, &cfg, &stop, &hard, &finished))?
+            .spawn(move || accept_loop(listener, tx, &cfg, &stop, &hard, &finished, &metrics))?
     };
-    let out = pipeline_loop(rx, cfg, &stop, &hard, stages, &mut downstream);
+    let out = pipeline_loop(rx, cfg, &stop, &hard, stages, &mut downstream, &metrics);
     // The last ACKs are out: whatever still waits on a delivery, it is not coming.
     finished.store(true, Ordering::SeqCst);
     hard.trigger();
     let conns = acceptor.join().unwrap_or_default();
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
+    if let Some(a) = admin {
+        let _ = a.join();
+    }
     let d: DownstreamStats = downstream.stats();
     let mut summary = out.summary;
     summary.pipeline.forwarded -= out.unacked_frames;
@@ -489,6 +527,7 @@ fn accept_loop(
     stop: &Arc<Shutdown>,
     hard: &Arc<Shutdown>,
     finished: &Arc<AtomicBool>,
+    metrics: &Arc<Metrics>,
 ) -> ConnCounts {
     let mut c = ConnCounts::default();
     let live = Arc::new(AtomicUsize::new(0));
@@ -550,6 +589,7 @@ fn accept_loop(
             last_frame,
             hello_errors: Arc::clone(&c.hello_errors),
             finished: Arc::clone(finished),
+            metrics: Arc::clone(metrics),
         };
         let spawned = thread::Builder::new()
             .name(format!("station-{id}"))
@@ -605,6 +645,7 @@ struct Conn {
     hello_errors: Arc<AtomicU64>,
     /// Set once the pipeline has written its last ACKs.
     finished: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
 }
 
 impl Conn {
@@ -634,16 +675,24 @@ impl Conn {
             Opening::Session { .. } => (self.peer.to_string(), true),
             _ => (self.peer.to_string(), false),
         };
+        // From here on the station is known by its registry key.
+        let cell = self.metrics.station(&station);
+        let station = cell.station.clone();
+        cell.connect(&self.peer.to_string());
         // ACKs are small and written by the pipeline thread: never let one
         // block it for long on a station that does not read.
         let _ = self
             .stream
             .set_write_timeout(Some(Duration::from_millis(50)));
-        let link = Arc::new(StationLink::new(if session {
-            self.stream.try_clone().ok()
-        } else {
-            None
-        }));
+        let link = Arc::new(StationLink::new(
+            if session {
+                self.stream.try_clone().ok()
+            } else {
+                None
+            },
+            Arc::clone(&cell),
+        ));
+        let mut counted = DecodeStats::default();
         let acked = Arc::new(AtomicU64::new(0));
         let mut end = 0u64;
         let idle_closed = std::cell::Cell::new(false);
@@ -674,11 +723,14 @@ impl Conn {
             opts,
             &self.stop,
             Some(&mut idle),
-            |batch, consumed, read_at| {
+            |batch, decoded, read_at| {
                 if let Ok(mut t) = self.last_frame.lock() {
                     *t = Instant::now();
                 }
+                let consumed = decoded.input_bytes;
                 end = consumed;
+                cell.decoded(&counted, decoded, !batch.is_empty());
+                counted = *decoded;
                 // Blocks while the pipeline pushes back; the pipeline thread
                 // goes on ACKing meanwhile.
                 let sent = tx
@@ -698,6 +750,8 @@ impl Conn {
         );
         // A socket that cannot be set up ends like a reset, with nothing decoded.
         let stats = read.map(|(_, stats)| stats).unwrap_or_default();
+        // What was decoded after the last chunk (bad headers, say).
+        cell.decoded(&counted, &stats, false);
         let _ = tx.send(Msg::Closed(Box::new(ClosedConn {
             station,
             peer: self.peer,
@@ -722,6 +776,7 @@ impl Conn {
         }
         acked.store(link.sent.load(Ordering::SeqCst), Ordering::SeqCst);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
+        cell.disconnect();
     }
 }
 
@@ -777,6 +832,9 @@ struct Forwarder<'a> {
     unsent_frames: u64,
     unsent_bytes: u64,
     reported: bool,
+    metrics: &'a Metrics,
+    /// The pipeline's counters as last published to `metrics`.
+    published: PipelineStats,
 }
 
 impl Forwarder<'_> {
@@ -807,6 +865,9 @@ impl Forwarder<'_> {
         self.stages
             .process(&self.batch, &mut self.out, &mut ())
             .expect("writing into a Vec cannot fail");
+        let now_stats = self.stages.stats();
+        self.metrics.pipeline(&self.published, &now_stats);
+        self.published = now_stats;
         let frames = self.stages.row_ids().len() as u64;
         let bytes = self.out.len() as u64;
         let read_at: Vec<Instant> = self
@@ -818,10 +879,13 @@ impl Forwarder<'_> {
         match self.downstream.send(&self.out) {
             Ok(()) => {
                 let now = Instant::now();
+                let mut lat = LatencyBatch::default();
                 for t in &read_at {
                     let us = now.duration_since(*t).as_micros() as u64;
                     self.hist.saturating_record(us.max(1));
+                    lat.record(us);
                 }
+                self.metrics.latency(&lat);
                 let end = self.downstream.sent();
                 match self.pending.back_mut() {
                     // Nothing new went out (all copies, say): its offsets
@@ -872,6 +936,7 @@ impl Forwarder<'_> {
         let now = Instant::now();
         while self.pending.front().is_some_and(|p| p.end <= delivered) {
             let p = self.pending.pop_front().expect("looked at above");
+            self.metrics.delivered(p.frames);
             for (link, off) in &p.acks {
                 link.advance(*off);
                 if !self.owed.iter().any(|l| Arc::ptr_eq(l, link)) {
@@ -883,12 +948,18 @@ impl Forwarder<'_> {
                 self.ack_hist.saturating_record(us.max(1));
             }
         }
+        self.metrics
+            .set_unacked_bytes(self.downstream.sent().saturating_sub(delivered));
+        if !self.metrics.downstream_up() && self.downstream.connected_once() {
+            self.metrics.set_downstream_up();
+        }
         let (every, force) = (self.cfg.ack_interval / 2, !poll);
         self.owed.retain(|l| l.flush(every, force));
     }
 }
 
-/// Per-station counters keyed by station, capped at [`MAX_STATION_ENTRIES`].
+/// Per-station counters keyed by station. The keys come from the
+/// [`Metrics`] registry, which caps them at [`MAX_STATION_ENTRIES`].
 #[derive(Default)]
 struct StationTable {
     index: HashMap<String, usize>,
@@ -899,13 +970,7 @@ struct StationTable {
 
 impl StationTable {
     fn add(&mut self, c: &ClosedConn) {
-        let key = if self.index.contains_key(&c.station)
-            || self.entries.len() + 1 < MAX_STATION_ENTRIES
-        {
-            c.station.as_str()
-        } else {
-            OTHER_STATIONS
-        };
+        let key = c.station.as_str();
         let i = match self.index.get(key) {
             Some(&i) => i,
             None => {
@@ -952,6 +1017,7 @@ fn pipeline_loop(
     hard: &Shutdown,
     stages: BatchProcessor,
     downstream: &mut Downstream,
+    metrics: &Metrics,
 ) -> Outcome {
     let pc = cfg.pipeline;
     let new_hist =
@@ -972,6 +1038,8 @@ fn pipeline_loop(
         unsent_frames: 0,
         unsent_bytes: 0,
         reported: false,
+        metrics,
+        published: PipelineStats::default(),
     };
     let mut decode = DecodeStats::default();
     let mut table = StationTable::default();

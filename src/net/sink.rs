@@ -361,7 +361,8 @@ fn check_stream(
         read_opts,
         stop,
         if is_session { Some(&mut idle) } else { None },
-        |batch, consumed, _| {
+        |batch, decoded, _| {
+            let consumed = decoded.input_bytes;
             let mut k = keys.lock().unwrap_or_else(|p| p.into_inner());
             for i in 0..batch.len() {
                 if !k.insert((batch.sat[i], batch.seq[i])) {
