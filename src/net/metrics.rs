@@ -288,6 +288,22 @@ impl Metrics {
             .unwrap_or_default()
     }
 
+    /// One stats line for an operator: frames received over all stations,
+    /// forwarded (confirmed), duplicates, invalid, bytes awaiting the
+    /// downstream, and whether the downstream has ever connected.
+    pub fn line(&self) -> String {
+        let r = Ordering::Relaxed;
+        let received: u64 = self.cells().iter().map(|c| c.frames.load(r)).sum();
+        format!(
+            "{received} received, {} forwarded, {} duplicates, {} invalid, {} bytes awaiting the downstream{}",
+            self.forwarded.load(r),
+            self.duplicates.load(r),
+            self.invalid.load(r),
+            self.unacked_bytes.load(r),
+            if self.downstream_up() { "" } else { " (downstream not connected yet)" }
+        )
+    }
+
     /// `GET /api/links`: one entry per station, in the order they first connected.
     pub fn links(&self) -> Vec<LinkView> {
         let now_ms = unix_now().as_millis() as u64;

@@ -411,6 +411,29 @@ pub fn serve_with(
         Some(a) => Some(a.spawn(Arc::clone(&metrics), Arc::clone(&done))?),
         None => None,
     };
+    // The stats line has a thread of its own, so it goes on ticking while
+    // the pipeline is blocked on a slow or absent downstream.
+    let ticker = match cfg.stats_interval {
+        Some(every) => {
+            let (metrics, done, stop) =
+                (Arc::clone(&metrics), Arc::clone(&done), Arc::clone(&stop));
+            Some(thread::Builder::new().name("stats".into()).spawn(move || {
+                let mut last = Instant::now();
+                while !done.load(Ordering::SeqCst) {
+                    if last.elapsed() >= every {
+                        last = Instant::now();
+                        eprintln!(
+                            "serve: {}{}",
+                            metrics.line(),
+                            if stop.requested() { " (stopping)" } else { "" }
+                        );
+                    }
+                    thread::sleep(POLL);
+                }
+            })?)
+        }
+        None => None,
+    };
     let watchdog = {
         let (stop, hard, done) = (Arc::clone(&stop), Arc::clone(&hard), Arc::clone(&done));
         let limit = cfg.grace + cfg.drain;
@@ -450,13 +473,16 @@ pub fn serve_with(
             .name("accept".into())
             .spawn(move || accept_loop(listener, tx, &cfg, &stop, &hard, &finished, &metrics))?
     };
-    let out = pipeline_loop(rx, cfg, &stop, &hard, stages, &mut downstream, &metrics);
+    let out = pipeline_loop(rx, cfg, &hard, stages, &mut downstream, &metrics);
     // The last ACKs are out: whatever still waits on a delivery, it is not coming.
     finished.store(true, Ordering::SeqCst);
     hard.trigger();
     let conns = acceptor.join().unwrap_or_default();
     done.store(true, Ordering::SeqCst);
     let _ = watchdog.join();
+    if let Some(t) = ticker {
+        let _ = t.join();
+    }
     if let Some(a) = admin {
         let _ = a.join();
     }
@@ -1013,7 +1039,6 @@ impl StationTable {
 fn pipeline_loop(
     rx: Receiver<Msg>,
     cfg: &ServeConfig,
-    stop: &Shutdown,
     hard: &Shutdown,
     stages: BatchProcessor,
     downstream: &mut Downstream,
@@ -1043,7 +1068,6 @@ fn pipeline_loop(
     };
     let mut decode = DecodeStats::default();
     let mut table = StationTable::default();
-    let mut last_stats = Instant::now();
     let tick = (cfg.ack_interval / 2).clamp(Duration::from_millis(1), POLL);
     loop {
         let timeout = match f.first_at {
@@ -1071,22 +1095,6 @@ fn pipeline_loop(
             f.flush();
         }
         f.release(true);
-        if let Some(every) = cfg.stats_interval {
-            if last_stats.elapsed() >= every {
-                last_stats = Instant::now();
-                let s = f.stages.stats();
-                eprintln!(
-                    "serve: {} forwarded, {} awaiting the downstream, {} duplicates, {} invalid, {} batches, p99 {} us{}",
-                    s.forwarded,
-                    f.pending.iter().map(|p| p.frames).sum::<u64>(),
-                    s.duplicates,
-                    s.invalid,
-                    s.batches,
-                    f.hist.value_at_quantile(0.99),
-                    if stop.requested() { " (stopping)" } else { "" }
-                );
-            }
-        }
     }
     f.flush();
     // Drain: deliver what was read, until the hard stop.
