@@ -236,6 +236,22 @@ fn free_port() -> String {
     l.local_addr().unwrap().to_string()
 }
 
+/// The body of `GET path` from the HTTP server at `addr`.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut c = TcpStream::connect(addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        c,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    resp.split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default()
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -1040,14 +1056,42 @@ fn hostile_satellite_ids_stay_within_the_window_memory_budget() {
 fn idle_sockets_at_the_connection_limit_make_room_for_a_station() {
     let dir = Scratch::new("idle");
     let out = dir.path("out.bin");
+    let admin = free_port();
     let (mut serve, addr) = Proc::listening(&serve_args(
         "127.0.0.1:0",
         &["--out", s(&out)],
-        &["--max-connections", "64", "--grace-ms", "300"],
+        &[
+            "--max-connections",
+            "64",
+            "--grace-ms",
+            "300",
+            "--admin",
+            &admin,
+        ],
     ));
     let idle: Vec<TcpStream> = (0..64)
         .map(|_| TcpStream::connect(&addr).unwrap())
         .collect();
+    // All 64 taken by serve (its admin endpoint says so), so the station
+    // below finds every slot held, not a slot still free.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let links: Value = serde_json::from_str(&http_get(&admin, "/api/links")).unwrap();
+        let open = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["connected"] == true)
+            .count();
+        if open == 64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "serve holds {open} of 64 idle sockets"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
     // Idle for more than a second: evictable.
     thread::sleep(Duration::from_millis(1200));
     let mut gen = gen_connect(&addr, 3, 3000, 91, &["--give-up-ms", "15000"]);
