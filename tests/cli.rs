@@ -314,3 +314,39 @@ fn sigint_during_process_prints_the_summary_and_exits_130() {
     );
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+#[test]
+fn sigint_during_run_prints_the_partial_report_and_exits_130() {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+        .args(["run", "--duration", "60", "--json", "--quiet"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Generating the capture takes a moment; signal once it runs.
+    std::thread::sleep(std::time::Duration::from_millis(3000));
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("run did not stop after SIGINT");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let mut out = String::new();
+    std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
+    assert_eq!(status.code(), Some(130), "{out}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let elapsed = report["elapsed_s"].as_f64().unwrap();
+    assert!(elapsed < 30.0, "ran {elapsed} s of 60 after SIGINT");
+    assert!(report["frames"].as_u64().unwrap() > 0, "{report}");
+}

@@ -340,6 +340,16 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
         },
         digest: false,
     };
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only stores into an atomic, which is
+        // async-signal-safe; it allocates, locks and prints nothing.
+        unsafe {
+            signal_hook::low_level::register(sig, || {
+                runner::STOP.store(true, Ordering::Relaxed);
+            })
+        }
+        .map_err(|e| CliError::runtime("signal setup failed", e))?;
+    }
     let report = runner::run(&data, &opts).map_err(|e| match e {
         RunError::Io(e) => CliError::runtime("run failed", e),
         other => CliError::Usage(other.to_string()),
@@ -356,6 +366,10 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
             data.len(),
             cfg.stale == StalePolicy::Drop,
         );
+    }
+    if runner::STOP.load(Ordering::Relaxed) {
+        eprintln!("interrupted: the report covers the run up to the signal");
+        return Err(CliError::Interrupted);
     }
     Ok(())
 }

@@ -33,6 +33,11 @@ use crate::pipeline::{BatchProcessor, Config, Summary};
 use crate::stage::{PerStage, Probe, Stage};
 use crate::wire::OVERHEAD;
 
+/// Set to end every run early, after the batch in flight (the command line
+/// sets it on SIGINT and SIGTERM, then prints the partial report). A run
+/// that sees it reports what it did up to then.
+pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// Batches at the start of a run left out of the allocation figures: the
 /// columns, the sink and the window rings grow to size in these.
 pub const WARMUP_BATCHES: u64 = 8;
@@ -229,6 +234,9 @@ impl Meter {
     }
 
     fn done(&self) -> bool {
+        if STOP.load(std::sync::atomic::Ordering::Relaxed) {
+            return true;
+        }
         match self.limit {
             Limit::Duration(d) => self.start.elapsed() >= d,
             Limit::Frames(n) => self.frames >= n,
@@ -457,6 +465,7 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
         }
     };
     let next_limit = |queued: u64, start: Instant| match opts.limit {
+        _ if STOP.load(std::sync::atomic::Ordering::Relaxed) => 0,
         Limit::Frames(n) => (n - queued).min(cfg.batch_size as u64) as usize,
         Limit::Duration(d) if start.elapsed() >= d => 0,
         Limit::Duration(_) => cfg.batch_size,
