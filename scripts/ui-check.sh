@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The status page (`serve --admin`, GET /) in a real browser: starts `sink`,
 # `serve --admin` and `gen --connect` with two named stations (gs-0, gs-1)
-# on ephemeral 127.0.0.1 ports, waits until both have finished, then starts
+# on ephemeral 127.0.0.1 ports and one whose name is an <img> tag (it must
+# show as text), waits until they have finished, then starts
 # a paced third station (live-0) and one idle plain connection so the page
 # shows all three states, and loads the page with headless Chromium:
 # `--dump-dom` must show gs-0 and gs-1 with the frame counts serve's JSON
@@ -72,6 +73,12 @@ timeout 60 "$bin" gen --connect "$listen" --stations 2 --frames 6000 --seed 13 \
     --station-name gs- >/dev/null 2>"$tmp/gen.err" ||
     fail "gen --connect (gs-) failed: $(tail -n1 "$tmp/gen.err")"
 
+# A station whose name is markup: the page must show it as text.
+hostile='<img src=x alt=evil>-'
+timeout 60 "$bin" gen --connect "$listen" --stations 1 --frames 200 --seed 15 \
+    --station-name "$hostile" >/dev/null 2>"$tmp/gen2.err" ||
+    fail "gen --connect (hostile name) failed: $(tail -n1 "$tmp/gen2.err")"
+
 # Until serve has seen both stations disconnect (bounded).
 links_done() {
     curl -sf "http://$admin/api/links" | python3 -c '
@@ -120,7 +127,7 @@ wait "$serve" || fail "serve exited with $?: $(tail -n1 "$tmp/serve.err")"
 wait "$sink" || fail "sink exited with $?: $(tail -n1 "$tmp/sink.err")"
 pids=()
 
-python3 - "$tmp/serve.err" "$tmp/dom.html" <<'PY' || exit 1
+python3 - "$tmp/serve.err" "$tmp/dom.html" "${hostile}0" <<'PY' || exit 1
 import json, sys
 from html.parser import HTMLParser
 
@@ -134,11 +141,12 @@ if not lines:
 summary = {s["station"]: s for s in json.loads(lines[-1])["stations"]}
 
 class Rows(HTMLParser):
-    """Each <tr data-station>: its cells' text by class."""
+    """Each <tr data-station>: its cells' text by class; the tags seen."""
     def __init__(self):
         super().__init__()
-        self.rows, self.row, self.cell = {}, None, None
+        self.rows, self.row, self.cell, self.tags = {}, None, None, set()
     def handle_starttag(self, tag, attrs):
+        self.tags.add(tag)
         a = dict(attrs)
         if tag == "tr" and "data-station" in a:
             self.row = self.rows.setdefault(a["data-station"], {})
@@ -173,6 +181,14 @@ for name in ("gs-0", "gs-1"):
     if row.get("station", "").strip() != name:
         fail(f"{name}: the station cell reads {row.get('station')!r}")
     print(f"{name}: {want} frames on the page and in serve's summary")
+
+hostile = sys.argv[3]
+if "img" in p.tags:
+    fail(f"the station name {hostile!r} became an <img> element")
+got = p.rows.get(hostile, {}).get("station")
+if got != hostile:
+    fail(f"the station {hostile!r} is shown as {got!r}")
+print(f"{hostile}: shown as text")
 PY
 echo "screenshot: $shot"
 echo "ui-check: ok"
