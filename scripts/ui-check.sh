@@ -90,7 +90,7 @@ for _ in $(seq 200); do links_done && break; sleep 0.05; done
 links_done || fail "gs-0 and gs-1 still connected (or missing) in /api/links"
 
 # For the picture: a paced station still sending, and a plain connection
-# that sends nothing (connected, quiet: stale once 5 s have passed).
+# that sends nothing (connected, no frame yet: stale).
 "$bin" gen --connect "$listen" --stations 1 --frames 20000 --seed 14 --rate 400 \
     --station-name live- >/dev/null 2>"$tmp/live.err" &
 live=$!; pids+=("$live")
@@ -100,7 +100,18 @@ host, port = sys.argv[1].rsplit(":", 1)
 s = socket.create_connection((host, int(port)))
 time.sleep(120)' "$listen" &
 idle=$!; pids+=("$idle")
-sleep 6
+# Until serve has both: live-0 with frames, and a connected plain stream.
+extra_up() {
+    curl -sf "http://$admin/api/links" | python3 -c '
+import json, sys
+links = json.load(sys.stdin)
+live = any(l["station"] == "live-0" and l["connected"] and l["frames"] > 0 for l in links)
+plain = any(l["station"] == l["peer"] and l["connected"] for l in links)
+sys.exit(0 if live and plain else 1)'
+}
+for _ in $(seq 200); do extra_up && break; sleep 0.05; done
+extra_up || fail "live-0 or the idle connection did not show in /api/links"
+sleep 1
 
 # browse BUDGET_MS ARGS...: headless Chromium on the page for BUDGET_MS of
 # virtual time (timers run ahead of the real clock; the page takes its rate
