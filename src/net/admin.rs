@@ -1,8 +1,13 @@
 //! `serve --admin ADDR`: a small HTTP/1.1 server (`tiny_http`, one thread)
 //! that reads the [`Metrics`] registry.
 //!
+//! - `GET /`: the status page ([`STATUS_PAGE`]), one static HTML file
+//!   whose inline script polls `/api/links` and `/metrics` every second.
 //! - `GET /metrics`: Prometheus text exposition format.
-//! - `GET /api/links`: JSON, one entry per station ([`super::metrics::LinkView`]).
+//! - `GET /api/links`: JSON, one entry per station ([`super::metrics::LinkView`]),
+//!   with an `X-Meridian-Time` header: serve's clock when it read them
+//!   (unix seconds, 3 decimals), which the status page divides frame
+//!   deltas by (a browser's clock may be virtual, as headless Chromium's).
 //! - `GET /healthz`: 200 `ok` while the process runs.
 //! - `GET /readyz`: 200 `ready` once serve is listening and, when it
 //!   forwards over TCP, once the downstream has connected at least once
@@ -14,9 +19,14 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::metrics::Metrics;
+
+/// The status page served at `GET /`: `src/net/status.html`, embedded.
+/// Nothing in it is fetched from outside; strings from the JSON go in
+/// through `textContent` only.
+pub const STATUS_PAGE: &str = include_str!("status.html");
 
 /// How often the admin thread looks at its stop flag.
 const POLL: Duration = Duration::from_millis(50);
@@ -78,17 +88,30 @@ fn answer(req: tiny_http::Request, metrics: &Metrics) {
         return;
     }
     let path = req.url().split('?').next().unwrap_or("").to_string();
+    let mut extra = None;
     let (status, body, kind) = match path.as_str() {
+        "/" => (200, STATUS_PAGE.to_string(), "text/html; charset=utf-8"),
         "/metrics" => (
             200,
             metrics.render(),
             "text/plain; version=0.0.4; charset=utf-8",
         ),
-        "/api/links" => (
-            200,
-            serde_json::to_string(&metrics.links()).unwrap_or_else(|_| "[]".into()),
-            "application/json",
-        ),
+        "/api/links" => {
+            let links = metrics.links();
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            extra = Header::from_bytes(
+                "X-Meridian-Time",
+                format!("{}.{:03}", now.as_secs(), now.subsec_millis()),
+            )
+            .ok();
+            (
+                200,
+                serde_json::to_string(&links).unwrap_or_else(|_| "[]".into()),
+                "application/json",
+            )
+        }
         "/healthz" => (200, "ok\n".into(), "text/plain; charset=utf-8"),
         "/readyz" if metrics.downstream_up() => {
             (200, "ready\n".into(), "text/plain; charset=utf-8")
@@ -100,9 +123,11 @@ fn answer(req: tiny_http::Request, metrics: &Metrics) {
         ),
         _ => (404, "not found\n".into(), "text/plain; charset=utf-8"),
     };
-    let _ = req.respond(
-        Response::from_string(body)
-            .with_status_code(status)
-            .with_header(ctype(kind)),
-    );
+    let mut resp = Response::from_string(body)
+        .with_status_code(status)
+        .with_header(ctype(kind));
+    if let Some(h) = extra {
+        resp.add_header(h);
+    }
+    let _ = req.respond(resp);
 }
