@@ -7,6 +7,7 @@
 # throughputs and the ratio. Then latency at about half of serve's full load:
 # read-to-forward and read-to-delivered (when a station can be acked).
 # Usage: scripts/e2e-bench.sh [FRAMES, default 300000]
+# SERVE_EXTRA="--admin 127.0.0.1:0" passes extra options to both serve runs.
 # MERIDIAN_BIN=PATH uses that binary instead of building the release one
 # (the test suite runs it that way with a few thousand frames). Needs
 # python3; installs socat if missing; removes its temporary directory.
@@ -33,7 +34,7 @@ bytes=$("$bin" gen --out - "${gen[@]}" 2>/dev/null | wc -c)
 sp=$(port); mp=$(port)
 "$bin" sink --listen 127.0.0.1:$sp --connections 1 --json 2>"$tmp/sink1.err" & sink=$!
 wait_listen "$tmp/sink1.err"
-"$bin" serve --listen 127.0.0.1:$mp --forward 127.0.0.1:$sp --batch-size 1000 --json 2>"$tmp/serve.err" & serve=$!
+"$bin" serve --listen 127.0.0.1:$mp --forward 127.0.0.1:$sp --batch-size 1000 --json ${SERVE_EXTRA:-} 2>"$tmp/serve.err" & serve=$!
 wait_listen "$tmp/serve.err"
 t0=$(date +%s.%N)
 "$bin" gen --connect 127.0.0.1:$mp "${gen[@]}" 2>/dev/null
@@ -74,7 +75,7 @@ rate=$(python3 -c "print(max(1, int($frames / 3 / $serve_s / 2)))")
 sp=$(port); mp=$(port)
 "$bin" sink --listen 127.0.0.1:$sp --connections 1 --json 2>"$tmp/sink3.err" & sink=$!
 wait_listen "$tmp/sink3.err"
-"$bin" serve --listen 127.0.0.1:$mp --forward 127.0.0.1:$sp --json 2>"$tmp/serve3.err" & serve=$!
+"$bin" serve --listen 127.0.0.1:$mp --forward 127.0.0.1:$sp --json ${SERVE_EXTRA:-} 2>"$tmp/serve3.err" & serve=$!
 wait_listen "$tmp/serve3.err"
 "$bin" gen --connect 127.0.0.1:$mp --stations 3 --frames $((rate * 3 * 5)) --payload 1115 --seed 8 --rate "$rate" 2>/dev/null
 kill -TERM $serve; wait $serve; wait $sink
