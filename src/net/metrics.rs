@@ -100,6 +100,11 @@ impl StationCell {
         self.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
     }
 
+    /// Stream bytes acked to this station so far, over all its sessions.
+    pub fn acked_bytes(&self) -> u64 {
+        self.acked_bytes.load(Ordering::Relaxed)
+    }
+
     /// Marks one more connection of this station open, from `peer`.
     pub fn connect(&self, peer: &str) {
         self.connected.fetch_add(1, Ordering::SeqCst);

@@ -312,8 +312,8 @@ struct ClosedConn {
     peer: SocketAddr,
     session: bool,
     stats: DecodeStats,
-    /// Filled in by the station thread after its last ACK; read at the end.
-    acked: Arc<AtomicU64>,
+    /// The station's live counters; its acked bytes are read at the end.
+    cell: Arc<StationCell>,
     idle_closed: bool,
 }
 
@@ -492,8 +492,8 @@ pub fn serve_with(
     summary.pipeline.forwarded_bytes -= out.unacked_bytes;
     let mut stations = out.stations;
     let mut acked_bytes = 0;
-    for (st, acked) in stations.iter_mut().zip(out.acked) {
-        st.acked_bytes = acked.iter().map(|a| a.load(Ordering::SeqCst)).sum();
+    for (st, cell) in stations.iter_mut().zip(&out.cells) {
+        st.acked_bytes = cell.acked_bytes();
         acked_bytes += st.acked_bytes;
     }
     Ok(ServeSummary {
@@ -719,7 +719,6 @@ impl Conn {
             Arc::clone(&cell),
         ));
         let mut counted = DecodeStats::default();
-        let acked = Arc::new(AtomicU64::new(0));
         let mut end = 0u64;
         let idle_closed = std::cell::Cell::new(false);
         let last_frame = Arc::clone(&self.last_frame);
@@ -783,7 +782,7 @@ impl Conn {
             peer: self.peer,
             session,
             stats,
-            acked: Arc::clone(&acked),
+            cell: Arc::clone(&cell),
             idle_closed: idle_closed.get(),
         })));
         // Let the pipeline see the end of input while this connection waits
@@ -800,7 +799,6 @@ impl Conn {
                 thread::sleep(Duration::from_millis(2));
             }
         }
-        acked.store(link.sent.load(Ordering::SeqCst), Ordering::SeqCst);
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
         cell.disconnect();
     }
@@ -829,8 +827,8 @@ struct Pending {
 struct Outcome {
     summary: Summary,
     stations: Vec<StationStats>,
-    /// Per station entry, the acked-bytes cells of its connections.
-    acked: Vec<Vec<Arc<AtomicU64>>>,
+    /// Per station entry, its registry cell (for the acked bytes).
+    cells: Vec<Arc<StationCell>>,
     idle_closed: u64,
     latency: Latency,
     ack_latency: Latency,
@@ -990,7 +988,9 @@ impl Forwarder<'_> {
 struct StationTable {
     index: HashMap<String, usize>,
     entries: Vec<StationStats>,
-    acked: Vec<Vec<Arc<AtomicU64>>>,
+    /// Each entry's registry cell, which counts its ACKed bytes as they are
+    /// written (one per station, however often it reconnects).
+    cells: Vec<Arc<StationCell>>,
     idle_closed: u64,
 }
 
@@ -1004,8 +1004,7 @@ impl StationTable {
                     station: key.to_string(),
                     ..StationStats::default()
                 });
-                // The first cell holds the folded counts of finished connections.
-                self.acked.push(vec![Arc::new(AtomicU64::new(0))]);
+                self.cells.push(Arc::clone(&c.cell));
                 self.index.insert(key.to_string(), self.entries.len() - 1);
                 self.entries.len() - 1
             }
@@ -1017,22 +1016,6 @@ impl StationTable {
         e.idle_closed += u64::from(c.idle_closed);
         self.idle_closed += u64::from(c.idle_closed);
         e.decode.add(&c.stats);
-        let cells = &mut self.acked[i];
-        cells.push(Arc::clone(&c.acked));
-        if cells.len() > 64 {
-            // Fold the cells whose connection thread has finished (it drops
-            // its handle after storing the final count) into the first one,
-            // so reconnecting stations do not grow this without bound.
-            let done: u64 = cells[1..]
-                .iter()
-                .filter(|a| Arc::strong_count(a) == 1)
-                .map(|a| a.load(Ordering::SeqCst))
-                .sum();
-            cells[0].fetch_add(done, Ordering::SeqCst);
-            let first = Arc::clone(&cells[0]);
-            cells.retain(|a| Arc::strong_count(a) > 1 && !Arc::ptr_eq(a, &first));
-            cells.insert(0, first);
-        }
     }
 }
 
@@ -1116,7 +1099,7 @@ fn pipeline_loop(
     Outcome {
         summary: Summary::new(decode, f.stages.stats()),
         stations: table.entries,
-        acked: table.acked,
+        cells: table.cells,
         idle_closed: table.idle_closed,
         latency: Latency::of(&f.hist),
         ack_latency: Latency::of(&f.ack_hist),
