@@ -4,12 +4,23 @@ use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::harness::runner::RunReport;
 use meridian_pipeline::net::serve::ServeSummary;
 use meridian_pipeline::net::sink::SinkSummary;
+use meridian_pipeline::pipeline::PipelineStats;
 use meridian_pipeline::stage::Stage;
 use meridian_pipeline::Summary;
 
 /// One line defining the two words a reader will not guess.
 const TERMS: &str = "late: first seen below its satellite's highest seq, forwarded; \
 stale: older than the window, forwarded unless --stale drop";
+
+/// Where stale frames belong in a report: the count among the forwarded,
+/// and the tail of the "dropped" line (empty unless `--stale drop`).
+fn stale_split(p: &PipelineStats, stale_dropped: bool) -> (u64, String) {
+    if stale_dropped {
+        (0, format!(", stale {} (--stale drop)", p.stale))
+    } else {
+        (p.stale, String::new())
+    }
+}
 
 /// Prints `value` as one JSON object on one line of stderr.
 pub(crate) fn json_line<T: serde::Serialize>(value: &T) {
@@ -26,22 +37,15 @@ pub(crate) fn print_summary(s: &Summary, stale_dropped: bool) {
         "decoded {} frames from {} bytes ({} skipped: {} bad headers, {} CRC errors, {} truncated)",
         d.frames_decoded, d.input_bytes, d.skipped_bytes, d.bad_header, d.crc_errors, d.truncated
     );
-    let forwarded_stale = if stale_dropped { 0 } else { p.stale };
+    let (forwarded_stale, dropped_stale) = stale_split(p, stale_dropped);
     eprintln!(
-        "forwarded {} frames ({} bytes, late {}, stale {}) in {} batches",
-        p.forwarded, p.forwarded_bytes, p.late, forwarded_stale, p.batches
+        "forwarded {} frames ({} bytes, late {}, stale {forwarded_stale}) in {} batches",
+        p.forwarded, p.forwarded_bytes, p.late, p.batches
     );
-    if stale_dropped {
-        eprintln!(
-            "dropped: duplicates {}, invalid {}, stale {} (--stale drop)",
-            p.duplicates, p.invalid, p.stale
-        );
-    } else {
-        eprintln!(
-            "dropped: duplicates {}, invalid {}",
-            p.duplicates, p.invalid
-        );
-    }
+    eprintln!(
+        "dropped: duplicates {}, invalid {}{dropped_stale}",
+        p.duplicates, p.invalid
+    );
     eprintln!("({TERMS})");
 }
 
@@ -125,24 +129,15 @@ pub(crate) fn print_report(
         r.frames_per_s / 1e6,
         r.bytes_per_s / 1e6
     );
+    let (forwarded_stale, dropped_stale) = stale_split(p, stale_dropped);
     println!(
-        "forwarded    {:>14}   ({} bytes; late {}, stale {})",
-        r.forwarded,
-        p.forwarded_bytes,
-        p.late,
-        if stale_dropped { 0 } else { p.stale }
+        "forwarded    {:>14}   ({} bytes; late {}, stale {forwarded_stale})",
+        r.forwarded, p.forwarded_bytes, p.late
     );
-    if stale_dropped {
-        println!(
-            "dropped      {:>14} duplicates, {} invalid, {} stale (--stale drop)",
-            p.duplicates, p.invalid, p.stale
-        );
-    } else {
-        println!(
-            "dropped      {:>14} duplicates, {} invalid",
-            p.duplicates, p.invalid
-        );
-    }
+    println!(
+        "dropped      {:>14} duplicates, {} invalid{dropped_stale}",
+        p.duplicates, p.invalid
+    );
     println!("({TERMS})");
     println!();
     println!(
