@@ -346,6 +346,24 @@ enum Class {
     Late,
 }
 
+/// Takes the next satellite's run off the front of `rest` (survivors sorted
+/// by (sat, seq), one per key): its satellite id and its rows, seqs ascending.
+#[inline]
+fn next_sat_run<'a, R: Rows + ?Sized>(rows: &R, rest: &mut &'a [u32]) -> Option<(u32, &'a [u32])> {
+    let &first = rest.first()?;
+    let s = rows.sat(first as usize);
+    let len = rest
+        .iter()
+        .position(|&r| rows.sat(r as usize) != s)
+        .unwrap_or(rest.len());
+    let (run, tail) = rest.split_at(len);
+    *rest = tail;
+    debug_assert!(run
+        .windows(2)
+        .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
+    Some((s, run))
+}
+
 /// Per-satellite window state.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -437,17 +455,7 @@ impl Window {
         let mut counts = DedupCounts::default();
         let mut rest = survivors;
         let mut index = 0;
-        while let Some(&first) = rest.first() {
-            let s = rows.sat(first as usize);
-            let run_len = rest
-                .iter()
-                .position(|&r| rows.sat(r as usize) != s)
-                .unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(run_len);
-            rest = tail;
-            debug_assert!(run
-                .windows(2)
-                .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
+        while let Some((s, run)) = next_sat_run(rows, &mut rest) {
             let mut old_bytes = 0;
             let state = self
                 .sats
@@ -496,17 +504,7 @@ impl Window {
         let bytes = &mut self.bytes;
         let mut counts = DedupCounts::default();
         let mut rest = survivors;
-        while let Some(&first) = rest.first() {
-            let s = rows.sat(first as usize);
-            let run_len = rest
-                .iter()
-                .position(|&r| rows.sat(r as usize) != s)
-                .unwrap_or(rest.len());
-            let (run, tail) = rest.split_at(run_len);
-            rest = tail;
-            debug_assert!(run
-                .windows(2)
-                .all(|w| rows.seq(w[0] as usize) < rows.seq(w[1] as usize)));
+        while let Some((s, run)) = next_sat_run(rows, &mut rest) {
             let from = forward.len();
             let state = self.sats.entry(s).or_insert_with(|| {
                 *bytes += sat_bytes(words, 0);
@@ -540,7 +538,7 @@ impl Window {
             } else {
                 forward.extend_from_slice(run);
                 state.live = true;
-                state.low = rows.seq(first as usize);
+                state.low = rows.seq(run[0] as usize);
                 state.high = rows.seq(*run.last().expect("runs are not empty") as usize);
             }
             let high = state.high;
