@@ -4,122 +4,22 @@
 //! `serve` prints at exit. Every wait is bounded; every process started is
 //! killed or reaped.
 
+mod common;
+
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use meridian_pipeline::wire::encode_frame;
 use serde_json::Value;
 
+use common::proc::Proc;
+
 const BIN: &str = env!("CARGO_BIN_EXE_meridian-pipeline");
 const WAIT: Duration = Duration::from_secs(20);
-
-/// A child process whose stderr lines are collected as they come; killed
-/// and reaped when dropped unless it was finished.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr: ChildStderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// Waits (bounded) for a stderr line containing `marker`; returns what follows it.
-    fn after(&mut self, marker: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(v) = self
-                .lines()
-                .iter()
-                .find_map(|l| l.split(marker).nth(1).map(str::to_string))
-            {
-                return v;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no {marker:?} line: {:?}",
-                self.lines()
-            );
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("exited with {status}: {:?}", self.lines());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for the exit (bounded) and returns its code and stderr lines.
-    fn wait(&mut self, within: Duration) -> (Option<i32>, Vec<String>) {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "still running after {within:?}: {:?}",
-                self.lines()
-            );
-            thread::sleep(Duration::from_millis(10));
-        };
-        // Let the stderr reader drain.
-        thread::sleep(Duration::from_millis(50));
-        (status.code(), self.lines())
-    }
-
-    /// Waits for a 0 exit (bounded) and returns the JSON last line.
-    fn summary(&mut self, within: Duration) -> Value {
-        let (code, lines) = self.wait(within);
-        assert_eq!(code, Some(0), "{lines:?}");
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON: {lines:?}"));
-        serde_json::from_str(last).unwrap()
-    }
-}
 
 /// `sink` on an ephemeral port for one connection; returns it and its address.
 fn start_sink() -> (Proc, String) {
@@ -419,8 +319,8 @@ fn metrics_equal_the_summary_after_a_run_with_named_stations() {
     assert_eq!(get(&admin, "/no/such/page").0, 404);
 
     serve.signal("TERM");
-    let s = serve.summary(WAIT);
-    let _ = sink.summary(WAIT);
+    let s = serve.finish(WAIT, 0);
+    let _ = sink.finish(WAIT, 0);
 
     // Serve-wide counters.
     for (metric, key) in [
@@ -523,7 +423,7 @@ fn readyz_waits_for_a_downstream_that_never_came() {
     assert_eq!(one(&samples, "meridian_frames_forwarded_total"), 0.0);
     assert!(per_station(&samples, "meridian_frames_received_total").is_empty());
     serve.signal("TERM");
-    let _ = serve.summary(WAIT);
+    let _ = serve.finish(WAIT, 0);
 }
 
 #[test]
@@ -536,7 +436,7 @@ fn readyz_is_ready_at_once_with_out() {
     assert_eq!(get(&admin, "/readyz").0, 200);
     assert_eq!(get(&admin, "/api/links"), (200, "[]".to_string()));
     serve.signal("TERM");
-    let _ = serve.summary(WAIT);
+    let _ = serve.finish(WAIT, 0);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -556,8 +456,9 @@ fn admin_on_a_busy_address_exits_2_with_one_line() {
         "--admin",
         &at,
     ]);
-    let (code, lines) = serve.wait(WAIT);
-    assert_eq!(code, Some(2), "{lines:?}");
+    let code = serve.wait_code(WAIT);
+    let lines = serve.lines();
+    assert_eq!(code, 2, "{lines:?}");
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert!(
         lines[0].contains("--admin") && lines[0].contains(&at),

@@ -11,13 +11,14 @@
 //! with `--forward`, counted and bounded). Every wait is bounded; every
 //! process started is killed and reaped by a drop guard, also on failure.
 
+mod common;
+
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -28,213 +29,12 @@ use meridian_pipeline::net::session::{AckParser, Hello};
 use meridian_pipeline::wire::encode_frame;
 use serde_json::Value;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meridian-pipeline");
+use common::proc::{free_port, Proc, Scratch};
 
 type Key = (u32, u64);
 
 // ---------------------------------------------------------------------------
 // Processes
-
-/// A child process whose stderr lines are collected as they come. Dropping
-/// it SIGKILLs and reaps it unless it was already reaped.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-    reader: Option<JoinHandle<()>>,
-    status: Option<ExitStatus>,
-    what: String,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn");
-        let stderr = child.stderr.take().expect("piped stderr");
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        let reader = thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Proc {
-            child,
-            lines,
-            reader: Some(reader),
-            status: None,
-            what: args.join(" "),
-        }
-    }
-
-    /// Starts `args` and waits (at most 10 s) for "listening on ADDR".
-    /// Err with its stderr when it exits first (e.g. the port is taken).
-    fn try_listening(args: &[&str]) -> Result<(Proc, String), Vec<String>> {
-        let mut p = Proc::start(args);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(addr) = p
-                .lines()
-                .iter()
-                .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
-            {
-                return Ok((p, addr));
-            }
-            if p.try_status().is_some() {
-                p.join_reader();
-                return Err(p.lines());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start listening: {:?}",
-                p.what,
-                p.lines()
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// [`Proc::try_listening`], retried a few times (a port just freed by a
-    /// killed process may take a moment to bind again).
-    fn listening(args: &[&str]) -> (Proc, String) {
-        let mut last = Vec::new();
-        for _ in 0..20 {
-            match Proc::try_listening(args) {
-                Ok(x) => return x,
-                Err(lines) => last = lines,
-            }
-            thread::sleep(Duration::from_millis(100));
-        }
-        panic!("{args:?} never started listening: {last:?}");
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn try_status(&mut self) -> Option<ExitStatus> {
-        if self.status.is_none() {
-            self.status = self.child.try_wait().expect("try_wait");
-        }
-        self.status
-    }
-
-    fn join_reader(&mut self) {
-        // The pipe closes when the process (and anything holding its stderr) is gone.
-        if let Some(h) = self.reader.take() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while !h.is_finished() && Instant::now() < deadline {
-                thread::sleep(Duration::from_millis(5));
-            }
-            if h.is_finished() {
-                let _ = h.join();
-            }
-        }
-    }
-
-    /// SIGKILL, and reap.
-    fn kill9(&mut self) {
-        if self.try_status().is_none() {
-            let _ = self.child.kill();
-            self.status = Some(self.child.wait().expect("wait"));
-        }
-        self.join_reader();
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill -{sig} failed");
-    }
-
-    /// Waits (at most `within`) for the exit; SIGKILLs and panics after it.
-    /// Returns the exit code.
-    fn wait_code(&mut self, within: Duration) -> i32 {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(s) = self.try_status() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                self.kill9();
-                panic!(
-                    "{} still running after {within:?}: {:?}",
-                    self.what,
-                    self.lines()
-                );
-            }
-            thread::sleep(Duration::from_millis(5));
-        };
-        self.join_reader();
-        status.code().unwrap_or(-1)
-    }
-
-    /// Waits for the exit (bounded), checks the code, returns the JSON last line.
-    fn finish(&mut self, within: Duration, code: i32) -> Value {
-        let got = self.wait_code(within);
-        let lines = self.lines();
-        assert_eq!(got, code, "{}: {lines:?}", self.what);
-        self.json()
-    }
-
-    fn json(&self) -> Value {
-        let lines = self.lines();
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON from {}: {lines:?}", self.what));
-        serde_json::from_str(last).expect("JSON summary")
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.try_status().is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// A temp dir removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir =
-            std::env::temp_dir().join(format!("meridian-delivery-{}-{name}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, file: &str) -> PathBuf {
-        self.0.join(file)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// A port on 127.0.0.1 that was free a moment ago.
-fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
 
 /// The body of `GET path` from the HTTP server at `addr`.
 fn http_get(addr: &str, path: &str) -> String {

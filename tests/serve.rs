@@ -2,12 +2,13 @@
 //! ports: stations (`gen --connect` and hand-made connections) -> `serve`
 //! -> `sink`. Every wait is bounded; a hung process fails the test.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Child, ChildStderr, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -17,101 +18,9 @@ use meridian_pipeline::harness::gen::{station_streams, GenConfig};
 use meridian_pipeline::wire::encode_frame;
 use serde_json::Value;
 
+use common::proc::{free_port, Proc};
+
 const BIN: &str = env!("CARGO_BIN_EXE_meridian-pipeline");
-
-/// A child process whose stderr lines are collected as they come.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    /// Starts `args` and waits for its "listening on ADDR" line.
-    fn listening(args: &[&str]) -> (Proc, String) {
-        let mut p = Proc::start(args);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(addr) = p
-                .lines()
-                .iter()
-                .find_map(|l| l.split("listening on ").nth(1).map(str::to_string))
-            {
-                return (p, addr);
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{args:?} did not start listening: {:?}",
-                p.lines()
-            );
-            if let Ok(Some(status)) = p.child.try_wait() {
-                panic!("{args:?} exited with {status}: {:?}", p.lines());
-            }
-            thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr: ChildStderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                sink.lock().unwrap().push(line);
-            }
-        });
-        Proc { child, lines }
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.lines.lock().unwrap().clone()
-    }
-
-    /// SIGKILL, and reap.
-    fn kill(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-
-    fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(ok.success());
-    }
-
-    /// Waits for the exit (bounded), checks the code, returns the JSON last line.
-    fn finish(mut self, within: Duration, code: i32) -> Value {
-        let deadline = Instant::now() + within;
-        let status = loop {
-            if let Some(s) = self.child.try_wait().unwrap() {
-                break s;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("still running after {within:?}: {:?}", self.lines());
-            }
-            thread::sleep(Duration::from_millis(10));
-        };
-        // Let the stderr reader drain.
-        thread::sleep(Duration::from_millis(50));
-        let lines = self.lines();
-        assert_eq!(status.code(), Some(code), "{lines:?}");
-        let last = lines
-            .iter()
-            .rev()
-            .find(|l| l.starts_with('{'))
-            .unwrap_or_else(|| panic!("no JSON: {lines:?}"));
-        serde_json::from_str(last).unwrap()
-    }
-}
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meridian-serve-{}-{name}", std::process::id()));
@@ -186,11 +95,6 @@ fn wait_ok(mut child: Child, within: Duration) {
     }
 }
 
-fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 fn gen_cfg(stations: u32, frames: u64, seed: u64) -> GenConfig {
     GenConfig {
         frames,
@@ -255,8 +159,8 @@ fn accounted(s: &Value) -> u64 {
 fn three_stations_through_serve_into_sink() {
     let dir = scratch("three");
     let out = dir.join("sink.bin");
-    let (sink, sink_addr) = start_sink("127.0.0.1:0", &out);
-    let (serve, addr) = start_serve(&sink_addr, &[]);
+    let (mut sink, sink_addr) = start_sink("127.0.0.1:0", &out);
+    let (mut serve, addr) = start_serve(&sink_addr, &[]);
     wait_ok(
         gen_connect(&addr, 3, 6000, 11, None),
         Duration::from_secs(30),
@@ -285,8 +189,8 @@ fn three_stations_through_serve_into_sink() {
 fn bad_input_on_live_connections_does_not_stop_good_frames() {
     let dir = scratch("bad");
     let out = dir.join("sink.bin");
-    let (sink, sink_addr) = start_sink("127.0.0.1:0", &out);
-    let (serve, addr) = start_serve(
+    let (mut sink, sink_addr) = start_sink("127.0.0.1:0", &out);
+    let (mut serve, addr) = start_serve(
         &sink_addr,
         &[
             "--max-payload",
@@ -376,10 +280,10 @@ fn downstream_absent_at_start_then_started() {
     let dir = scratch("absent");
     let out = dir.join("sink.bin");
     let sink_addr = free_port();
-    let (serve, addr) = start_serve(&sink_addr, &[]);
+    let (mut serve, addr) = start_serve(&sink_addr, &[]);
     let gen = gen_connect(&addr, 3, 3000, 31, None);
     thread::sleep(Duration::from_millis(500));
-    let (sink, _) = start_sink(&sink_addr, &out);
+    let (mut sink, _) = start_sink(&sink_addr, &out);
     wait_ok(gen, Duration::from_secs(30));
     thread::sleep(Duration::from_millis(200));
     serve.signal("TERM");
@@ -399,14 +303,26 @@ fn downstream_killed_and_restarted_mid_stream() {
     let dir = scratch("restart");
     let (first, second) = (dir.join("first.bin"), dir.join("second.bin"));
     let sink_addr = free_port();
-    let (sink1, _) = start_sink(&sink_addr, &first);
-    let (serve, addr) = start_serve(&sink_addr, &[]);
+    // The first sink syncs (and so ACKs) only after 5 s: it dies holding
+    // unacked frames, which serve must send again to the second.
+    let (mut sink1, _) = Proc::listening(&[
+        "sink",
+        "--listen",
+        &sink_addr,
+        "--connections",
+        "1",
+        "--sync-ms",
+        "5000",
+        "--out",
+        first.to_str().unwrap(),
+    ]);
+    let (mut serve, addr) = start_serve(&sink_addr, &[]);
     // About 1.5 s of traffic: 3 stations at 1000 frames/s each.
     let gen = gen_connect(&addr, 3, 4500, 41, Some("1000"));
     thread::sleep(Duration::from_millis(500));
-    sink1.kill();
+    sink1.kill9();
     thread::sleep(Duration::from_millis(200));
-    let (sink2, _) = start_sink(&sink_addr, &second);
+    let (mut sink2, _) = start_sink(&sink_addr, &second);
     wait_ok(gen, Duration::from_secs(30));
     thread::sleep(Duration::from_millis(200));
     serve.signal("TERM");
@@ -447,8 +363,8 @@ fn keys_of_prefix(bytes: &[u8]) -> HashSet<(u32, u64)> {
 fn sigterm_during_load_flushes_everything_and_exits_zero() {
     let dir = scratch("term");
     let out = dir.join("sink.bin");
-    let (sink, sink_addr) = start_sink("127.0.0.1:0", &out);
-    let (serve, addr) = start_serve(&sink_addr, &["--grace-ms", "500"]);
+    let (mut sink, sink_addr) = start_sink("127.0.0.1:0", &out);
+    let (mut serve, addr) = start_serve(&sink_addr, &["--grace-ms", "500"]);
     let mut gen = gen_connect(&addr, 3, 30_000, 51, Some("2000"));
     thread::sleep(Duration::from_millis(400));
     serve.signal("TERM");

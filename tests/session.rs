@@ -4,11 +4,12 @@
 //! that never reads. Every wait is bounded, and every test stops the
 //! threads and processes it started.
 
+mod common;
+
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
@@ -24,7 +25,7 @@ use meridian_pipeline::net::sink::{sink_with, SinkOptions, SinkSummary};
 use meridian_pipeline::net::Shutdown;
 use meridian_pipeline::wire::encode_frame;
 
-const BIN: &str = env!("CARGO_BIN_EXE_meridian-pipeline");
+use common::proc::{free_port, Proc};
 
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("meridian-session-{}-{name}", std::process::id()));
@@ -353,57 +354,6 @@ fn a_bad_hello_closes_its_connection_and_is_counted() {
     );
 }
 
-/// A child whose stderr lines are collected.
-struct Proc {
-    child: Child,
-    lines: Arc<Mutex<Vec<String>>>,
-}
-
-impl Proc {
-    fn start(args: &[&str]) -> Proc {
-        let mut child = Command::new(BIN)
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let lines = Arc::new(Mutex::new(Vec::new()));
-        let l = Arc::clone(&lines);
-        thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                l.lock().unwrap().push(line);
-            }
-        });
-        let p = Proc { child, lines };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !p
-            .lines
-            .lock()
-            .unwrap()
-            .iter()
-            .any(|l| l.contains("listening on"))
-        {
-            assert!(Instant::now() < deadline, "{args:?} did not start");
-            thread::sleep(Duration::from_millis(10));
-        }
-        p
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().to_string()
-}
-
 fn all_keys(cfg: &GenConfig) -> HashSet<(u32, u64)> {
     station_streams(cfg)
         .iter()
@@ -416,7 +366,7 @@ fn sink_killed_mid_stream_and_restarted_in_append_mode_loses_nothing_acked() {
     let dir = scratch("kill");
     let out = dir.join("out.bin");
     let addr = free_port();
-    let first = Proc::start(&[
+    let (first, _) = Proc::listening(&[
         "sink",
         "--listen",
         &addr,

@@ -1,6 +1,8 @@
 //! Shared test machinery: arbitrary streams and a reader that splits reads.
 #![allow(dead_code)]
 
+pub(crate) mod proc;
+
 use std::io::{self, Read};
 
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
