@@ -311,13 +311,7 @@ impl SessionClient {
                     match c.stream.read(&mut buf) {
                         Ok(0) => break,
                         Ok(_) => {}
-                        Err(e)
-                            if matches!(
-                                e.kind(),
-                                io::ErrorKind::WouldBlock
-                                    | io::ErrorKind::TimedOut
-                                    | io::ErrorKind::Interrupted
-                            ) => {}
+                        Err(e) if super::is_retry(&e) => {}
                         Err(_) => break,
                     }
                 }
@@ -660,14 +654,7 @@ fn read_acks(
                             return;
                         }
                     },
-                    Err(e)
-                        if matches!(
-                            e.kind(),
-                            io::ErrorKind::WouldBlock
-                                | io::ErrorKind::TimedOut
-                                | io::ErrorKind::Interrupted
-                        ) =>
-                    {
+                    Err(e) if super::is_retry(&e) => {
                         if shared.lock().generation != generation {
                             return;
                         }

@@ -30,6 +30,16 @@ use std::time::{Duration, Instant};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
 
+/// True for an error that means "nothing happened yet, try again": a
+/// socket timeout (`WouldBlock` or `TimedOut`, as the platform reports it)
+/// or an interrupted call.
+pub(crate) fn is_retry(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+    )
+}
+
 /// How often a blocked read looks at the shutdown flag.
 const POLL: Duration = Duration::from_millis(20);
 /// Bytes asked of a socket at a time.

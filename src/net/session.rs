@@ -230,13 +230,7 @@ pub fn read_opening(
         match stream.read(&mut buf[..want]) {
             Ok(0) => return Ok((Opening::Plain, got)),
             Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock
-                        | io::ErrorKind::TimedOut
-                        | io::ErrorKind::Interrupted
-                ) => {}
+            Err(e) if super::is_retry(&e) => {}
             Err(e) => return Err(e),
         }
     }
