@@ -22,16 +22,13 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use meridian_pipeline::batch::Batch;
-use meridian_pipeline::decode::Decoder;
-use meridian_pipeline::harness::gen::{station_streams, GenConfig};
+use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::net::session::{AckParser, Hello};
 use meridian_pipeline::wire::encode_frame;
 use serde_json::Value;
 
+use common::keys::{decode_keys, valid_keys, Key};
 use common::proc::{free_port, Proc, Scratch};
-
-type Key = (u32, u64);
 
 // ---------------------------------------------------------------------------
 // Processes
@@ -98,18 +95,10 @@ fn vm_hwm_kib(pid: u32) -> u64 {
 // ---------------------------------------------------------------------------
 // Keys
 
-fn decode_all(bytes: &[u8]) -> (Vec<Key>, u64) {
-    let mut d = Decoder::new(u16::MAX);
-    let mut b = Batch::default();
-    d.decode(bytes, true, &mut b, usize::MAX);
-    let keys = b.sat.iter().copied().zip(b.seq.iter().copied()).collect();
-    (keys, d.stats().skipped_bytes)
-}
-
 /// Every frame's key in a downstream's file, in order; the file must hold
 /// only whole frames.
 fn keys_in(path: &Path) -> Vec<Key> {
-    let (keys, skipped) = decode_all(&std::fs::read(path).unwrap());
+    let (keys, skipped) = decode_keys(&std::fs::read(path).unwrap());
     assert_eq!(skipped, 0, "{} holds bytes outside frames", path.display());
     keys
 }
@@ -145,18 +134,7 @@ fn gen_cfg(stations: u32, frames: u64, seed: u64) -> GenConfig {
 
 /// The valid unique keys `gen --connect` sends for these options.
 fn expected_keys(stations: u32, frames: u64, seed: u64) -> HashSet<Key> {
-    let mut want = HashSet::new();
-    for st in station_streams(&gen_cfg(stations, frames, seed)) {
-        let mut d = Decoder::new(4096);
-        let mut b = Batch::default();
-        d.decode(&st.bytes, true, &mut b, usize::MAX);
-        for i in 0..b.len() {
-            if b.flags[i] & 0x80 == 0 && b.sat[i] <= 4095 {
-                want.insert((b.sat[i], b.seq[i]));
-            }
-        }
-    }
-    want
+    valid_keys(&gen_cfg(stations, frames, seed))
 }
 
 fn assert_same(got: &HashSet<Key>, want: &HashSet<Key>, ctx: &str) {
@@ -451,7 +429,7 @@ fn sink_sigkilled_and_restarted_with_append_gets_everything() {
     assert!(n(&sum, "downstream_reconnects") >= 1, "{sum}");
     // A key may be there twice only when the first sink wrote it before it
     // died (written, perhaps synced, but not acked) and serve resent it.
-    let (first, _) = decode_all(&before);
+    let (first, _) = decode_keys(&before);
     let first: HashSet<Key> = first.into_iter().collect();
     let mut repeats = 0;
     for (k, m) in &c {

@@ -12,12 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use meridian_pipeline::batch::Batch;
-use meridian_pipeline::decode::Decoder;
-use meridian_pipeline::harness::gen::{station_streams, GenConfig};
+use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::wire::encode_frame;
 use serde_json::Value;
 
+use common::keys::{decode_keys, valid_keys};
 use common::proc::{free_port, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_meridian-pipeline");
@@ -30,31 +29,9 @@ fn scratch(name: &str) -> PathBuf {
 
 /// Every frame's (sat, seq) in `bytes`, in order.
 fn keys_of(bytes: &[u8]) -> Vec<(u32, u64)> {
-    let mut d = Decoder::new(u16::MAX);
-    let mut b = Batch::default();
-    d.decode(bytes, true, &mut b, usize::MAX);
-    assert_eq!(
-        d.stats().skipped_bytes,
-        0,
-        "the forwarded stream holds only whole frames"
-    );
-    b.sat.iter().copied().zip(b.seq.iter().copied()).collect()
-}
-
-/// The valid unique keys `gen` makes for these options.
-fn expected_keys(cfg: &GenConfig) -> HashSet<(u32, u64)> {
-    let mut want = HashSet::new();
-    for s in station_streams(cfg) {
-        let mut d = Decoder::new(4096);
-        let mut b = Batch::default();
-        d.decode(&s.bytes, true, &mut b, usize::MAX);
-        for i in 0..b.len() {
-            if b.flags[i] & 0x80 == 0 && b.sat[i] <= 4095 {
-                want.insert((b.sat[i], b.seq[i]));
-            }
-        }
-    }
-    want
+    let (keys, skipped) = decode_keys(bytes);
+    assert_eq!(skipped, 0, "the forwarded stream holds only whole frames");
+    keys
 }
 
 fn gen_connect(addr: &str, stations: u32, frames: u64, seed: u64, rate: Option<&str>) -> Child {
@@ -170,7 +147,7 @@ fn three_stations_through_serve_into_sink() {
     let s = serve.finish(Duration::from_secs(15), 0);
     let k = sink.finish(Duration::from_secs(15), 0);
 
-    let want = expected_keys(&gen_cfg(3, 6000, 11));
+    let want = valid_keys(&gen_cfg(3, 6000, 11));
     let unique = forwarded_once(&out);
     assert_eq!(unique, want, "forwarded keys are not the valid unique keys");
     assert_eq!(s["frames_decoded"], 6000);
@@ -264,7 +241,7 @@ fn bad_input_on_live_connections_does_not_stop_good_frames() {
     let _k = sink.finish(Duration::from_secs(15), 0);
     drop((silent, idle, extra));
 
-    let mut want = expected_keys(&gen_cfg(2, 3000, 21));
+    let mut want = valid_keys(&gen_cfg(2, 3000, 21));
     want.insert((7, 999_999));
     let unique = forwarded_once(&out);
     assert_eq!(unique, want, "valid frames were lost or invented: {s}");
@@ -291,7 +268,7 @@ fn downstream_absent_at_start_then_started() {
     sink.finish(Duration::from_secs(15), 0);
     assert_eq!(
         forwarded_once(&out),
-        expected_keys(&gen_cfg(3, 3000, 31)),
+        valid_keys(&gen_cfg(3, 3000, 31)),
         "{s}"
     );
     assert_eq!(s["unsent_frames"], 0);
@@ -333,7 +310,7 @@ fn downstream_killed_and_restarted_mid_stream() {
     let second_keys: HashSet<_> = keys_of(&std::fs::read(&second).unwrap())
         .into_iter()
         .collect();
-    let want = expected_keys(&gen_cfg(3, 4500, 41));
+    let want = valid_keys(&gen_cfg(3, 4500, 41));
     assert!(s["downstream_reconnects"].as_u64().unwrap() >= 1, "{s}");
     assert!(s["resent_bytes"].as_u64().unwrap() > 0, "{s}");
     assert_eq!(s["unsent_frames"], 0);
@@ -353,10 +330,7 @@ fn downstream_killed_and_restarted_mid_stream() {
 
 /// Keys of the whole frames at the front of a file a killed sink left.
 fn keys_of_prefix(bytes: &[u8]) -> HashSet<(u32, u64)> {
-    let mut d = Decoder::new(u16::MAX);
-    let mut b = Batch::default();
-    d.decode(bytes, true, &mut b, usize::MAX);
-    b.sat.iter().copied().zip(b.seq.iter().copied()).collect()
+    decode_keys(bytes).0.into_iter().collect()
 }
 
 #[test]

@@ -15,8 +15,6 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use meridian_pipeline::batch::Batch;
-use meridian_pipeline::decode::Decoder;
 use meridian_pipeline::harness::gen::{station_streams, GenConfig};
 use meridian_pipeline::net::client::{ClientOptions, SessionClient};
 use meridian_pipeline::net::send::{send_stations_with, SendOptions};
@@ -25,6 +23,7 @@ use meridian_pipeline::net::sink::{sink_with, SinkOptions, SinkSummary};
 use meridian_pipeline::net::Shutdown;
 use meridian_pipeline::wire::encode_frame;
 
+use common::keys::decode_keys;
 use common::proc::{free_port, Proc};
 
 fn scratch(name: &str) -> PathBuf {
@@ -44,10 +43,7 @@ fn frames(n: u64, sat: u32, payload: usize) -> (Vec<u8>, Vec<u64>) {
 }
 
 fn keys_of(bytes: &[u8]) -> Vec<(u32, u64)> {
-    let mut d = Decoder::new(u16::MAX);
-    let mut b = Batch::default();
-    d.decode(bytes, true, &mut b, usize::MAX);
-    b.sat.iter().copied().zip(b.seq.iter().copied()).collect()
+    decode_keys(bytes).0
 }
 
 /// A sink in this process, on its own thread, stopped by its flag.

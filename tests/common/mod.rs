@@ -1,6 +1,7 @@
 //! Shared test machinery: arbitrary streams and a reader that splits reads.
 #![allow(dead_code)]
 
+pub(crate) mod keys;
 pub(crate) mod proc;
 
 use std::io::{self, Read};
