@@ -16,6 +16,7 @@ use criterion::{
 };
 
 use meridian_pipeline::batch::Batch;
+use meridian_pipeline::crc;
 use meridian_pipeline::decode::Decoder;
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::{Dedup, SortUnique, StalePolicy, WindowLimits, DEFAULT_WINDOW};
@@ -192,6 +193,66 @@ fn stage_validate(c: &mut Criterion) {
             black_box(valid)
         })
     });
+    g.finish();
+}
+
+/// The CRC bodies (bytes 4 .. len - 4) of every frame of the default
+/// workload: the messages the decoder checks.
+fn crc_bodies(data: &[u8]) -> Vec<&[u8]> {
+    let all = batches(data, 1000);
+    let mut spans = Vec::new();
+    let mut at = 0;
+    for b in &all {
+        for i in 0..b.len() {
+            let n = b.frame_len[i] as usize;
+            spans.push((at + 4, at + n - 4));
+            at += n;
+        }
+    }
+    assert_eq!(at, data.len(), "the workload is frames back to back");
+    spans.into_iter().map(|(a, b)| &data[a..b]).collect()
+}
+
+fn stage_crc(c: &mut Criterion) {
+    let data = workload(FRAMES, (16, 128));
+    let bodies = crc_bodies(&data);
+    let quads: Vec<[&[u8]; 4]> = bodies
+        .chunks_exact(4)
+        .map(|q| [q[0], q[1], q[2], q[3]])
+        .collect();
+    let kernels = crc::Kernel::available();
+    for q in &quads {
+        for k in &kernels {
+            assert_eq!(k.crc32_4(*q), q.map(crc::crc32));
+        }
+    }
+    let mut g = c.benchmark_group("stage");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(4 * quads.len() as u64));
+    g.bench_function("crc/crc32fast-each", |b| {
+        b.iter(|| {
+            let mut acc = 0u32;
+            for q in &quads {
+                for m in q {
+                    acc ^= crc::crc32(black_box(m));
+                }
+            }
+            black_box(acc)
+        })
+    });
+    for k in kernels {
+        g.bench_function(format!("crc/four-lane-{}", k.name()), |b| {
+            b.iter(|| {
+                let mut acc = 0u32;
+                for q in &quads {
+                    for c in k.crc32_4(black_box(*q)) {
+                        acc ^= c;
+                    }
+                }
+                black_box(acc)
+            })
+        });
+    }
     g.finish();
 }
 
@@ -402,6 +463,7 @@ criterion_group!(
     benches,
     pipeline,
     stage_decode,
+    stage_crc,
     stage_validate,
     stage_dedup,
     stage_forward,

@@ -22,6 +22,7 @@
 //! synthetic traffic, the counting allocator.
 
 pub mod batch;
+pub mod crc;
 pub mod decode;
 pub mod dedup;
 pub mod forward;

@@ -32,7 +32,7 @@ pub const FLAG_CORRUPT: u8 = 0x80;
 /// Default upper bound of a frame's payload length (`--max-payload`).
 pub const DEFAULT_MAX_PAYLOAD: u16 = 4096;
 
-const SAT_AT: usize = 4;
+pub(crate) const SAT_AT: usize = 4;
 const SEQ_AT: usize = 8;
 const FLAGS_AT: usize = 16;
 const VERSION_AT: usize = 17;
