@@ -21,6 +21,7 @@ use meridian_pipeline::decode::Decoder;
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::{Dedup, SortUnique, StalePolicy, WindowLimits, DEFAULT_WINDOW};
 use meridian_pipeline::forward::write_rows;
+use meridian_pipeline::harness::first_version::{FirstVersionJob, Row};
 use meridian_pipeline::harness::gen::{capture, GenConfig};
 use meridian_pipeline::harness::layout::{run_all, Layout};
 use meridian_pipeline::harness::naive::write_rows_naive;
@@ -256,6 +257,68 @@ fn stage_crc(c: &mut Criterion) {
     g.finish();
 }
 
+/// The stages after decode on the same rows, Meridian's (validate, in-batch
+/// dedup, window, rows in (sat, seq) order as an index list) against the
+/// first-version job (`harness::first_version`: tuples, a `HashSet` cleared
+/// per batch, `to_vec`, no sort, no window).
+fn after_decode(c: &mut Criterion) {
+    const ROWS: u64 = 1_000_000;
+    let data = workload(ROWS, (0, 0));
+    let max_sat = Config::default().max_sat;
+    let mut g = c.benchmark_group("after-decode");
+    quick(&mut g);
+    g.throughput(Throughput::Elements(ROWS));
+    for batch_size in [1000, 65_536] {
+        let all = batches(&data, batch_size);
+        let tuples: Vec<Vec<Row>> = all
+            .iter()
+            .map(|b| {
+                (0..b.len())
+                    .map(|i| (b.sat[i], b.seq[i], b.flags[i]))
+                    .collect()
+            })
+            .collect();
+        // Before timing: the same in-batch survivors (as sets), and the
+        // window only ever drops more.
+        let mut job = FirstVersionJob::default();
+        let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
+        let (mut sorter, mut mask, mut first, mut forward) =
+            (SortUnique::default(), Vec::new(), Vec::new(), Vec::new());
+        for (b, t) in all.iter().zip(&tuples) {
+            simd::valid_mask(&b.sat, &b.flags, max_sat, &mut mask);
+            sorter.run(b, &mask, &mut first);
+            let mut theirs = job.run(t, max_sat);
+            dedup.run(b, &mask, &mut forward);
+            assert!(forward.iter().all(|r| theirs.contains(r)));
+            theirs.sort_unstable();
+            first.sort_unstable();
+            assert_eq!(theirs, first, "in-batch survivors differ");
+        }
+        g.bench_function(BenchmarkId::new("meridian", batch_size), |bench| {
+            bench.iter(|| {
+                dedup.reset();
+                let mut kept = 0;
+                for b in &all {
+                    simd::valid_mask(black_box(&b.sat), &b.flags, max_sat, &mut mask);
+                    dedup.run(b, &mask, &mut forward);
+                    kept += forward.len();
+                }
+                black_box(kept)
+            })
+        });
+        g.bench_function(BenchmarkId::new("first-version", batch_size), |bench| {
+            bench.iter(|| {
+                let mut kept = 0;
+                for t in &tuples {
+                    kept += job.run(black_box(t), max_sat).len();
+                }
+                black_box(kept)
+            })
+        });
+    }
+    g.finish();
+}
+
 /// In-batch dedup with a `HashSet`: first copy wins, then the survivors are
 /// sorted by (sat, seq). The hash-based alternative to sort-and-unique.
 fn hashset_dedup(batch: &Batch, mask: &[u64], seen: &mut HashSet<(u32, u64)>, out: &mut Vec<u32>) {
@@ -293,9 +356,12 @@ fn stage_dedup(c: &mut Criterion) {
     );
     let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
     let mut naive = NaiveDedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
+    let mut radix = SortUnique::radix_only();
     for ((batch, mask), v) in all.iter().zip(&all_masks).zip(&valid) {
         sorter.run(batch, mask, &mut x);
         hashset_dedup(batch, mask, &mut seen, &mut y);
+        assert_eq!(x, y);
+        radix.run(batch, mask, &mut y);
         assert_eq!(x, y);
         let counts = dedup.run(batch, mask, &mut x);
         let (rows, want) = naive.run(v);
@@ -310,6 +376,15 @@ fn stage_dedup(c: &mut Criterion) {
             let mut dups = 0;
             for (batch, mask) in all.iter().zip(&all_masks) {
                 dups += sorter.run(black_box(batch), mask, &mut x);
+            }
+            black_box(dups)
+        })
+    });
+    g.bench_function("dedup/sort-unique-radix-only", |b| {
+        b.iter(|| {
+            let mut dups = 0;
+            for (batch, mask) in all.iter().zip(&all_masks) {
+                dups += radix.run(black_box(batch), mask, &mut x);
             }
             black_box(dups)
         })
@@ -464,6 +539,7 @@ criterion_group!(
     pipeline,
     stage_decode,
     stage_crc,
+    after_decode,
     stage_validate,
     stage_dedup,
     stage_forward,

@@ -70,6 +70,8 @@ pub struct Decoder {
     stats: DecodeStats,
     /// The CRC kernel for runs of frames, chosen for this CPU.
     crc: crc::Kernel,
+    /// The current run of candidates (kept here: refilled, never rebuilt).
+    run: Run,
 }
 
 /// Most frames taken as one run of candidates: enough for four rounds of the
@@ -146,6 +148,7 @@ impl Decoder {
             finder: memmem::Finder::new(&SYNC),
             stats: DecodeStats::default(),
             crc: crc::Kernel::detect(),
+            run: Run::default(),
         }
     }
 
@@ -182,9 +185,10 @@ impl Decoder {
             // Back-to-back frames are the common case: take a run of them,
             // each assumed good, and check their CRCs together.
             let room = limit - batch.row_count();
-            let run = self.candidates(data, pos, room);
+            let run = &mut self.run;
+            Self::candidates(self.max_payload, data, pos, room, run);
             if run.len > 0 {
-                let good = self.verify(data, &run);
+                let good = Self::verify(self.crc, data, run);
                 for c in &run.frames[..good] {
                     let frame = &data[c.at..c.at + c.len];
                     batch.push_frame(c.header.sat, c.header.seq, c.header.flags, frame);
@@ -226,8 +230,8 @@ impl Decoder {
     /// complete and with good headers, at most `room` and [`RUN`] of them:
     /// where the rule would put them if every CRC matched.
     #[inline]
-    fn candidates(&self, data: &[u8], mut pos: usize, room: usize) -> Run {
-        let mut run = Run::default();
+    fn candidates(max_payload: u16, data: &[u8], mut pos: usize, room: usize, run: &mut Run) {
+        run.len = 0;
         let most = room.min(RUN);
         while run.len < most {
             prefetch(data, pos + PREFETCH_AHEAD);
@@ -237,7 +241,7 @@ impl Decoder {
             }
             let h = Header::read(rest);
             let n = h.frame_len();
-            if h.version != VERSION || h.len > self.max_payload || rest.len() < n {
+            if h.version != VERSION || h.len > max_payload || rest.len() < n {
                 break;
             }
             run.frames[run.len] = Candidate {
@@ -248,22 +252,19 @@ impl Decoder {
             run.len += 1;
             pos += n;
         }
-        run
     }
 
     /// How many of `run`'s frames, from the first, have a matching CRC. The
     /// CRCs of four frames at a time are computed together ([`crc::crc32_4`]).
     #[inline]
-    fn verify(&self, data: &[u8], run: &Run) -> usize {
+    fn verify(kernel: crc::Kernel, data: &[u8], run: &Run) -> usize {
         let frames = &run.frames[..run.len];
         let body = |c: &Candidate| &data[c.at + wire::SAT_AT..c.at + c.len - wire::CRC_LEN];
         let stored = |c: &Candidate| wire::stored_crc(&data[c.at..c.at + c.len]);
         let mut quads = frames.chunks_exact(4);
         let mut good = 0;
         for q in &mut quads {
-            let crcs = self
-                .crc
-                .crc32_4([body(&q[0]), body(&q[1]), body(&q[2]), body(&q[3])]);
+            let crcs = kernel.crc32_4([body(&q[0]), body(&q[1]), body(&q[2]), body(&q[3])]);
             for (c, crc) in q.iter().zip(crcs) {
                 if crc != stored(c) {
                     return good;

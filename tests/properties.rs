@@ -63,6 +63,38 @@ proptest! {
         prop_assert_eq!(want_stats.input_bytes, want_stats.frame_bytes + want_stats.skipped_bytes);
     }
 
+    /// In-batch dedup gives the first copy of each (sat, seq), in (sat, seq)
+    /// order, through the direct table and through the radix sort alike.
+    #[test]
+    fn sort_unique_layouts_match_naive(
+        rows in prop::collection::vec((prop_oneof![6 => 0u32..5, 1 => 0u32..10_000], prop_oneof![4 => 0u64..40, 4 => 0u64..2000, 1 => any::<u64>()], prop::bool::weighted(0.9)), 0..300),
+    ) {
+        let mut batch = Batch::default();
+        let mut mask = vec![0u64; rows.len().div_ceil(64)];
+        let mut want: Vec<(u32, u64, u32)> = Vec::new();
+        for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
+            batch.push(sat, seq, 0, &[]);
+            if ok {
+                mask[i / 64] |= 1 << (i % 64);
+                if !want.iter().any(|&(s, q, _)| (s, q) == (sat, seq)) {
+                    want.push((sat, seq, i as u32));
+                }
+            }
+        }
+        want.sort();
+        let want: Vec<u32> = want.into_iter().map(|(_, _, r)| r).collect();
+        for radix_only in [false, true] {
+            let mut s = if radix_only { SortUnique::radix_only() } else { SortUnique::default() };
+            let mut got = Vec::new();
+            let dropped = s.run(&batch, &mask, &mut got);
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(dropped, (set_bits(&mask).count() - want.len()) as u64);
+            // Run again on the same scratch: the table was left empty.
+            s.run(&batch, &mask, &mut got);
+            prop_assert_eq!(&got, &want);
+        }
+    }
+
     /// The whole pipeline forwards the reference model's bytes and counts.
     #[test]
     fn pipeline_matches_reference(
@@ -132,16 +164,35 @@ proptest! {
 }
 
 #[test]
-fn packing_is_radix_for_real_batches_and_wide_when_seqs_spread() {
-    let packing_of = |sats: [u32; 4], seqs: [u64; 4]| {
+fn packing_is_direct_or_radix_for_real_batches_and_wide_when_seqs_spread() {
+    let packing_in = |radix_only: bool, sats: [u32; 4], seqs: [u64; 4]| {
         let mut b = Batch::default();
         for (sat, seq) in sats.into_iter().zip(seqs) {
             b.push(sat, seq, 0, &[]);
         }
-        let mut s = SortUnique::default();
+        let mut s = if radix_only {
+            SortUnique::radix_only()
+        } else {
+            SortUnique::default()
+        };
         s.run(&b, &[0b1111u64], &mut Vec::new());
         s.last_packing.unwrap()
     };
+    let packing_of = |sats, seqs| packing_in(true, sats, seqs);
+    // Sat 3 spans 2 seqs, sat 7 and 4095 one each: a table of 4 slots.
+    assert_eq!(
+        packing_in(false, [3, 7, 3, 4095], [1_000_000, 77, 1_000_001, 5]),
+        Packing::Direct { slots: 4 }
+    );
+    // Sat 3's seqs 300 apart need more than 4 slots per row plus 256.
+    assert_eq!(
+        packing_in(false, [3, 7, 3, 4095], [1_000_000, 77, 1_000_300, 5]),
+        Packing::Radix {
+            key_bits: 12 + 9,
+            seq_bits: 9,
+            per_sat_base: true
+        }
+    );
     // Per-satellite bases: sat 3 spans 2 seqs, sat 7 one, sats span 4092 ids.
     assert_eq!(
         packing_of([3, 7, 3, 4095], [1_000_000, 77, 1_000_001, 5]),

@@ -25,6 +25,20 @@
 //! low half already is. A batch of 1000 rows from 48 satellites needs 2 or 3
 //! passes over 8 KB instead of the ~10 compare rounds of a comparison sort.
 //!
+//! # Direct layout (most batches: no sort at all)
+//! When each satellite's seqs in the batch span few values, the sort becomes
+//! a counting sort: satellite `s` gets a block of `top(s) - base(s) + 1`
+//! slots in a table (blocks in ascending satellite order, `top` the largest
+//! seq), row `r` goes to slot `offset(s) + seq - base(s)`, and a slot keeps
+//! the smallest row that landed in it (`min`, so the first copy in stream
+//! order wins without a branch). Reading the occupied slots in order gives
+//! the survivors in (sat, seq) order. Taken when the batch's satellite ids
+//! span at most [`SAT_TABLE`] values and the table needs at most
+//! [`DIRECT_SLOTS_PER_ROW`] slots per valid row (plus [`DIRECT_SLACK`]);
+//! the table is left empty after each batch, so it is never cleared whole.
+//! Worked example: sat 3 with seqs 1000, 1002 and sat 7 with seq 50 give
+//! blocks of 3 and 1 slots: (3, 1000) -> 0, (3, 1002) -> 2, (7, 50) -> 3.
+//!
 //! # Wide layout (the fallback)
 //! ```text
 //! u128: bits 127..96 sat | bits 95..32 seq | bits 31..0 row
@@ -38,6 +52,14 @@ use crate::validate::set_bits;
 
 /// Largest span of satellite ids for which each satellite gets its own seq base.
 pub const SAT_TABLE: u32 = 4096;
+/// The direct layout is taken when its table needs at most this many slots
+/// per valid row of the batch, plus [`DIRECT_SLACK`].
+pub const DIRECT_SLOTS_PER_ROW: u64 = 4;
+/// Slots the direct layout may use beyond [`DIRECT_SLOTS_PER_ROW`] per row.
+pub const DIRECT_SLACK: u64 = 256;
+
+/// An empty slot of the direct table.
+const EMPTY: u32 = u32::MAX;
 
 /// Number of bits needed to hold `x`.
 #[inline]
@@ -48,6 +70,12 @@ fn bit_width(x: u64) -> u32 {
 /// The packing chosen for one batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Packing {
+    /// A counting sort through a table of `slots` slots, one per possible
+    /// (sat, seq) of the batch.
+    Direct {
+        /// Slots in the table.
+        slots: usize,
+    },
     /// u64 keys, radix sorted on the high 32 bits.
     Radix {
         /// Bits of `sat - min_sat` plus bits of `seq - base(sat)`: at most 32.
@@ -65,7 +93,19 @@ pub enum Packing {
 #[derive(Debug, Default, Clone)]
 pub struct SortUnique {
     rows: Vec<u32>,
+    /// `sat` and `seq` of each of `rows`, gathered once so the later passes
+    /// read two columns front to back instead of indexing the batch.
+    sats: Vec<u32>,
+    seqs: Vec<u64>,
     base: Vec<u64>,
+    /// Per satellite slot: the largest seq of the batch.
+    top: Vec<u64>,
+    /// Per satellite slot: where its block starts in `table`.
+    offset: Vec<u32>,
+    /// The direct layout's table; every slot is [`EMPTY`] between batches.
+    table: Vec<u32>,
+    /// True: never take the direct layout (see [`SortUnique::radix_only`]).
+    radix_only: bool,
     keys: Vec<u64>,
     scratch: Vec<u64>,
     wide: Vec<u128>,
@@ -74,6 +114,15 @@ pub struct SortUnique {
 }
 
 impl SortUnique {
+    /// Scratch that never takes the direct layout: the radix and wide paths
+    /// alone, for their tests and benchmarks.
+    pub fn radix_only() -> SortUnique {
+        SortUnique {
+            radix_only: true,
+            ..SortUnique::default()
+        }
+    }
+
     /// Writes into `survivors` the first row of each (sat, seq) among the set
     /// bits of `mask`, in ascending (sat, seq) order, and returns how many
     /// later copies were dropped.
@@ -93,10 +142,14 @@ impl SortUnique {
         );
         survivors.clear();
         self.rows.clear();
+        self.sats.clear();
+        self.seqs.clear();
         let (mut min_sat, mut max_sat) = (u32::MAX, 0u32);
         let (mut min_seq, mut max_seq) = (u64::MAX, 0u64);
         for i in set_bits(mask) {
             let (sat, seq) = (rows.sat(i), rows.seq(i));
+            self.sats.push(sat);
+            self.seqs.push(seq);
             min_sat = min_sat.min(sat);
             max_sat = max_sat.max(sat);
             min_seq = min_seq.min(seq);
@@ -107,9 +160,35 @@ impl SortUnique {
             self.last_packing = None;
             return 0;
         }
-        let packing = self.choose(rows, min_sat, max_sat, min_seq, max_seq);
+        let packing = self.choose(min_sat, max_sat, min_seq, max_seq);
         self.last_packing = Some(packing);
         match packing {
+            Packing::Direct { slots } => {
+                // Sized for the largest table this many rows may take, so
+                // it stops growing once the batches have reached full size.
+                let most = self.rows.len() * DIRECT_SLOTS_PER_ROW as usize + DIRECT_SLACK as usize;
+                if self.table.len() < most {
+                    self.table.resize(most, EMPTY);
+                }
+                let table = &mut self.table[..slots];
+                let (base, offset) = (&self.base, &self.offset);
+                for ((&r, &sat), &seq) in self.rows.iter().zip(&self.sats).zip(&self.seqs) {
+                    let s = (sat - min_sat) as usize;
+                    let slot = offset[s] as usize + (seq - base[s]) as usize;
+                    // Rows ascend: the smallest is the first copy.
+                    table[slot] = table[slot].min(r);
+                }
+                // At most one survivor per valid row; one spare for the
+                // unconditional write below.
+                survivors.resize(self.rows.len() + 1, 0);
+                let mut kept = 0;
+                for t in table.iter_mut() {
+                    survivors[kept] = *t;
+                    kept += usize::from(*t != EMPTY);
+                    *t = EMPTY;
+                }
+                survivors.truncate(kept);
+            }
             Packing::Radix {
                 key_bits,
                 seq_bits,
@@ -117,8 +196,8 @@ impl SortUnique {
             } => {
                 self.keys.clear();
                 let base = &self.base;
-                self.keys.extend(self.rows.iter().map(|&r| {
-                    let (sat, seq) = (rows.sat(r as usize), rows.seq(r as usize));
+                let gathered = self.rows.iter().zip(&self.sats).zip(&self.seqs);
+                self.keys.extend(gathered.map(|((&r, &sat), &seq)| {
                     let b = if per_sat_base {
                         base[(sat - min_sat) as usize]
                     } else {
@@ -142,8 +221,8 @@ impl SortUnique {
             }
             Packing::Wide => {
                 self.wide.clear();
-                self.wide.extend(self.rows.iter().map(|&r| {
-                    let (sat, seq) = (rows.sat(r as usize), rows.seq(r as usize));
+                let gathered = self.rows.iter().zip(&self.sats).zip(&self.seqs);
+                self.wide.extend(gathered.map(|((&r, &sat), &seq)| {
                     (u128::from(sat) << 96) | (u128::from(seq) << 32) | u128::from(r)
                 }));
                 self.wide.sort_unstable();
@@ -159,33 +238,39 @@ impl SortUnique {
         (self.rows.len() - survivors.len()) as u64
     }
 
-    /// Chooses the layout; for the radix layout with per-satellite bases,
-    /// fills `self.base`.
-    fn choose<R: Rows + ?Sized>(
-        &mut self,
-        rows: &R,
-        min_sat: u32,
-        max_sat: u32,
-        min_seq: u64,
-        max_seq: u64,
-    ) -> Packing {
+    /// Chooses the layout; with per-satellite bases fills `self.base` and
+    /// `self.top`, and for the direct layout `self.offset`.
+    fn choose(&mut self, min_sat: u32, max_sat: u32, min_seq: u64, max_seq: u64) -> Packing {
         let sat_bits = bit_width(u64::from(max_sat - min_sat));
         let per_sat_base = max_sat - min_sat < SAT_TABLE;
         let seq_bits = if per_sat_base {
+            let sats = (max_sat - min_sat) as usize + 1;
             self.base.clear();
-            self.base.resize((max_sat - min_sat) as usize + 1, u64::MAX);
-            for &r in &self.rows {
-                let slot = &mut self.base[(rows.sat(r as usize) - min_sat) as usize];
-                *slot = (*slot).min(rows.seq(r as usize));
+            self.base.resize(sats, u64::MAX);
+            self.top.clear();
+            self.top.resize(sats, 0);
+            for (&sat, &seq) in self.sats.iter().zip(&self.seqs) {
+                let s = (sat - min_sat) as usize;
+                self.base[s] = self.base[s].min(seq);
+                self.top[s] = self.top[s].max(seq);
             }
-            let spread = self
-                .rows
-                .iter()
-                .map(|&r| {
-                    rows.seq(r as usize) - self.base[(rows.sat(r as usize) - min_sat) as usize]
-                })
-                .max()
-                .unwrap_or(0);
+            // Satellites without a row have base > top: no slots, no spread.
+            let mut spread = 0u64;
+            let mut slots = 0u64;
+            self.offset.clear();
+            for (&b, &t) in self.base.iter().zip(&self.top) {
+                self.offset.push(slots.min(u64::from(u32::MAX)) as u32);
+                if b <= t {
+                    spread = spread.max(t - b);
+                    slots = slots.saturating_add((t - b).saturating_add(1));
+                }
+            }
+            let budget = (self.rows.len() as u64) * DIRECT_SLOTS_PER_ROW + DIRECT_SLACK;
+            if !self.radix_only && slots <= budget {
+                return Packing::Direct {
+                    slots: slots as usize,
+                };
+            }
             bit_width(spread)
         } else {
             bit_width(max_seq - min_seq)
