@@ -37,12 +37,39 @@ pub trait Rows {
     }
 }
 
+/// The header fields of one frame of a run ([`DecodeTarget::push_run`]).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct FrameHead {
+    /// Satellite id.
+    pub sat: u32,
+    /// Sequence number.
+    pub seq: u64,
+    /// Station flags.
+    pub flags: u8,
+    /// Bytes of the whole frame, marker to CRC.
+    pub len: u32,
+}
+
 /// Where a decoder puts frames: the batch being filled, whatever its layout.
 pub trait DecodeTarget {
     /// Rows held so far.
     fn row_count(&self) -> usize;
     /// Appends one frame: its header fields and its whole bytes.
     fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]);
+    /// Appends frames that lie back to back in `bytes`, in order: the `k`-th
+    /// is `heads[k]`, and their lengths add up to `bytes.len()`. The default
+    /// pushes them one by one; a layout that keeps the bytes together copies
+    /// them at once.
+    #[inline]
+    fn push_run(&mut self, heads: &[FrameHead], bytes: &[u8]) {
+        let mut at = 0;
+        for h in heads {
+            let n = h.len as usize;
+            self.push_frame(h.sat, h.seq, h.flags, &bytes[at..at + n]);
+            at += n;
+        }
+        debug_assert_eq!(at, bytes.len());
+    }
 }
 
 /// One batch of decoded frames in columns.
@@ -165,5 +192,21 @@ impl DecodeTarget for Batch {
     #[inline]
     fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]) {
         self.push(sat, seq, flags, frame);
+    }
+    /// One copy of the run's bytes, and each column extended once.
+    #[inline]
+    fn push_run(&mut self, heads: &[FrameHead], bytes: &[u8]) {
+        let mut at = self.buf.len();
+        self.buf.extend_from_slice(bytes);
+        self.sat.extend(heads.iter().map(|h| h.sat));
+        self.seq.extend(heads.iter().map(|h| h.seq));
+        self.flags.extend(heads.iter().map(|h| h.flags));
+        self.frame_len.extend(heads.iter().map(|h| h.len));
+        self.offset.extend(heads.iter().map(|h| {
+            let start = at;
+            at += h.len as usize;
+            start
+        }));
+        debug_assert_eq!(at, self.buf.len());
     }
 }

@@ -20,7 +20,7 @@ use std::io::{self, Read};
 use memchr::memmem;
 use serde::Serialize;
 
-use crate::batch::{Batch, DecodeTarget};
+use crate::batch::{Batch, DecodeTarget, FrameHead};
 use crate::crc;
 use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
 
@@ -102,31 +102,23 @@ fn prefetch(data: &[u8], at: usize) {
 struct Candidate {
     at: usize,
     len: usize,
-    header: Header,
 }
 
 /// Up to [`RUN`] back-to-back candidates.
 #[derive(Debug, Clone, Copy)]
 struct Run {
     frames: [Candidate; RUN],
+    /// The same frames as the batch takes them ([`DecodeTarget::push_run`]).
+    heads: [FrameHead; RUN],
     len: usize,
 }
 
 impl Default for Run {
     fn default() -> Run {
-        let none = Candidate {
-            at: 0,
-            len: 0,
-            header: Header {
-                sat: 0,
-                seq: 0,
-                flags: 0,
-                version: 0,
-                len: 0,
-            },
-        };
+        let none = Candidate { at: 0, len: 0 };
         Run {
             frames: [none; RUN],
+            heads: [FrameHead::default(); RUN],
             len: 0,
         }
     }
@@ -189,13 +181,14 @@ impl Decoder {
             Self::candidates(self.max_payload, data, pos, room, run);
             if run.len > 0 {
                 let good = Self::verify(self.crc, data, run);
-                for c in &run.frames[..good] {
-                    let frame = &data[c.at..c.at + c.len];
-                    batch.push_frame(c.header.sat, c.header.seq, c.header.flags, frame);
-                    self.stats.frames_decoded += 1;
-                    self.stats.frame_bytes += c.len as u64;
+                if let Some(last) = run.frames[..good].last() {
+                    // The good frames lie back to back from `pos`: one copy.
+                    let end = last.at + last.len;
+                    batch.push_run(&run.heads[..good], &data[pos..end]);
+                    self.stats.frames_decoded += good as u64;
+                    self.stats.frame_bytes += (end - pos) as u64;
+                    pos = end;
                 }
-                pos = run.frames[..good].last().map_or(pos, |c| c.at + c.len);
                 if good == run.len {
                     continue;
                 }
@@ -244,10 +237,12 @@ impl Decoder {
             if h.version != VERSION || h.len > max_payload || rest.len() < n {
                 break;
             }
-            run.frames[run.len] = Candidate {
-                at: pos,
-                len: n,
-                header: h,
+            run.frames[run.len] = Candidate { at: pos, len: n };
+            run.heads[run.len] = FrameHead {
+                sat: h.sat,
+                seq: h.seq,
+                flags: h.flags,
+                len: n as u32,
             };
             run.len += 1;
             pos += n;
