@@ -270,26 +270,41 @@ fn sigint_during_process_prints_the_summary_and_exits_130() {
     let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "3000000"]);
     assert!(g.status.success());
     let out = dir.join("out.bin");
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
         .args([
             "process",
             "--in",
-            cap.to_str().unwrap(),
+            "-",
             "--out",
             out.to_str().unwrap(),
             "--json",
         ])
+        .stdin(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Half the capture goes in and the pipe stays open: `process` is
+    // mid-stream whenever the signal lands. (A read blocked on a silent
+    // pipe is restarted after the signal, so the pipe is closed after it:
+    // the stop is seen at the next batch boundary.)
+    let bytes = std::fs::read(&cap).unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, &bytes[..bytes.len() / 2]).unwrap();
+    let wrote = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::fs::metadata(&out).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            std::time::Instant::now() < wrote,
+            "process wrote nothing in 20 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(ok.success());
+    drop(stdin);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut child = child;
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
@@ -318,13 +333,31 @@ fn sigint_during_process_prints_the_summary_and_exits_130() {
 #[test]
 fn sigint_during_run_prints_the_partial_report_and_exits_130() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
-        .args(["run", "--duration", "60", "--json", "--quiet"])
+        .args(["run", "--duration", "60", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Generating the capture takes a moment; signal once it runs.
-    std::thread::sleep(std::time::Duration::from_millis(3000));
+    // Signal once the run is timing frames: its first progress line says
+    // so (on a loaded machine, generating the capture alone takes seconds).
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if line.trim_start().starts_with("run:") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    if rx.recv_timeout(std::time::Duration::from_secs(60)).is_err() {
+        child.kill().unwrap();
+        child.wait().unwrap();
+        panic!("run printed no progress line within 60 s");
+    }
     let ok = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
         .status()

@@ -323,6 +323,18 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
     if args.threads > 1 && args.layout != meridian_pipeline::harness::layout::Layout::Soa {
         return Err(CliError::Usage(RunError::ThreadsNeedSoa.to_string()));
     }
+    // Before generating: a signal while the capture is built still ends
+    // with a (empty) report and exit 130, not the default kill.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // SAFETY: the handler only stores into an atomic, which is
+        // async-signal-safe; it allocates, locks and prints nothing.
+        unsafe {
+            signal_hook::low_level::register(sig, || {
+                runner::STOP.store(true, Ordering::Relaxed);
+            })
+        }
+        .map_err(|e| CliError::runtime("signal setup failed", e))?;
+    }
     let gen_cfg = args.workload.config(frames);
     if !args.quiet {
         eprintln!("generating {frames} frames of synthetic traffic (not timed)...");
@@ -340,16 +352,6 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
         },
         digest: false,
     };
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-        // SAFETY: the handler only stores into an atomic, which is
-        // async-signal-safe; it allocates, locks and prints nothing.
-        unsafe {
-            signal_hook::low_level::register(sig, || {
-                runner::STOP.store(true, Ordering::Relaxed);
-            })
-        }
-        .map_err(|e| CliError::runtime("signal setup failed", e))?;
-    }
     let report = runner::run(&data, &opts).map_err(|e| match e {
         RunError::Io(e) => CliError::runtime("run failed", e),
         other => CliError::Usage(other.to_string()),
