@@ -35,6 +35,12 @@ pub trait Rows {
     fn columns(&self) -> Option<(&[u32], &[u8])> {
         None
     }
+    /// The `sat` and `seq` columns, when the layout keeps them as columns:
+    /// dedup then copies runs of valid rows as slices.
+    #[inline]
+    fn key_columns(&self) -> Option<(&[u32], &[u64])> {
+        None
+    }
 }
 
 /// The header fields of one frame of a run ([`DecodeTarget::push_run`]).
@@ -160,6 +166,10 @@ impl Rows for Batch {
     #[inline]
     fn columns(&self) -> Option<(&[u32], &[u8])> {
         Some((&self.sat, &self.flags))
+    }
+    #[inline]
+    fn key_columns(&self) -> Option<(&[u32], &[u64])> {
+        Some((&self.sat, &self.seq))
     }
     #[inline]
     fn sat(&self, i: usize) -> u32 {

@@ -67,7 +67,7 @@ proptest! {
     /// order, through the direct table and through the radix sort alike.
     #[test]
     fn sort_unique_layouts_match_naive(
-        rows in prop::collection::vec((prop_oneof![6 => 0u32..5, 1 => 0u32..10_000], prop_oneof![4 => 0u64..40, 4 => 0u64..2000, 1 => any::<u64>()], prop::bool::weighted(0.9)), 0..300),
+        rows in prop::collection::vec((prop_oneof![6 => 0u32..5, 1 => 0u32..10_000], prop_oneof![4 => 0u64..40, 4 => 0u64..2000, 2 => 0u64..100_000, 1 => any::<u64>()], prop::bool::weighted(0.9)), 0..300),
     ) {
         let mut batch = Batch::default();
         let mut mask = vec![0u64; rows.len().div_ceil(64)];
@@ -184,12 +184,12 @@ fn packing_is_direct_or_radix_for_real_batches_and_wide_when_seqs_spread() {
         packing_in(false, [3, 7, 3, 4095], [1_000_000, 77, 1_000_001, 5]),
         Packing::Direct { slots: 4 }
     );
-    // Sat 3's seqs 300 apart need more than 4 slots per row plus 256.
+    // Sat 3's seqs 10,000 apart need more than 32 slots per row plus 4096.
     assert_eq!(
-        packing_in(false, [3, 7, 3, 4095], [1_000_000, 77, 1_000_300, 5]),
+        packing_in(false, [3, 7, 3, 4095], [1_000_000, 77, 1_010_000, 5]),
         Packing::Radix {
-            key_bits: 12 + 9,
-            seq_bits: 9,
+            key_bits: 12 + 14,
+            seq_bits: 14,
             per_sat_base: true
         }
     );

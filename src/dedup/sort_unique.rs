@@ -31,11 +31,14 @@
 //! slots in a table (blocks in ascending satellite order, `top` the largest
 //! seq), row `r` goes to slot `offset(s) + seq - base(s)`, and a slot keeps
 //! the smallest row that landed in it (`min`, so the first copy in stream
-//! order wins without a branch). Reading the occupied slots in order gives
+//! order wins without a branch) and sets its bit in an occupancy bitmap.
+//! Reading the occupied slots in order, through the bitmap's set bits, gives
 //! the survivors in (sat, seq) order. Taken when the batch's satellite ids
 //! span at most [`SAT_TABLE`] values and the table needs at most
-//! [`DIRECT_SLOTS_PER_ROW`] slots per valid row (plus [`DIRECT_SLACK`]);
-//! the table is left empty after each batch, so it is never cleared whole.
+//! [`DIRECT_SLOTS_PER_ROW`] slots per valid row (plus [`DIRECT_SLACK`], at
+//! most [`DIRECT_MAX_SLOTS`]): late frames widen a satellite's span, and the
+//! bitmap keeps the scan cheap when most slots are empty. Table and bitmap
+//! are left empty after each batch, so they are never cleared whole.
 //! Worked example: sat 3 with seqs 1000, 1002 and sat 7 with seq 50 give
 //! blocks of 3 and 1 slots: (3, 1000) -> 0, (3, 1002) -> 2, (7, 50) -> 3.
 //!
@@ -53,10 +56,21 @@ use crate::validate::set_bits;
 /// Largest span of satellite ids for which each satellite gets its own seq base.
 pub const SAT_TABLE: u32 = 4096;
 /// The direct layout is taken when its table needs at most this many slots
-/// per valid row of the batch, plus [`DIRECT_SLACK`].
-pub const DIRECT_SLOTS_PER_ROW: u64 = 4;
+/// per valid row of the batch, plus [`DIRECT_SLACK`], and at most
+/// [`DIRECT_MAX_SLOTS`] in all.
+pub const DIRECT_SLOTS_PER_ROW: usize = 32;
 /// Slots the direct layout may use beyond [`DIRECT_SLOTS_PER_ROW`] per row.
-pub const DIRECT_SLACK: u64 = 256;
+pub const DIRECT_SLACK: usize = 4096;
+/// The most slots a direct table has: 16 MiB of table, 512 KiB of bitmap.
+pub const DIRECT_MAX_SLOTS: usize = 1 << 22;
+
+/// The most slots the direct layout may use for `rows` valid rows.
+#[inline]
+fn direct_budget(rows: usize) -> usize {
+    rows.saturating_mul(DIRECT_SLOTS_PER_ROW)
+        .saturating_add(DIRECT_SLACK)
+        .min(DIRECT_MAX_SLOTS)
+}
 
 /// An empty slot of the direct table.
 const EMPTY: u32 = u32::MAX;
@@ -104,6 +118,9 @@ pub struct SortUnique {
     offset: Vec<u32>,
     /// The direct layout's table; every slot is [`EMPTY`] between batches.
     table: Vec<u32>,
+    /// One bit per slot of `table`: set while the slot holds a row (all
+    /// clear between batches).
+    occupied: Vec<u64>,
     /// True: never take the direct layout (see [`SortUnique::radix_only`]).
     radix_only: bool,
     keys: Vec<u64>,
@@ -141,21 +158,11 @@ impl SortUnique {
             "a batch holds fewer than 2^32 rows"
         );
         survivors.clear();
-        self.rows.clear();
-        self.sats.clear();
-        self.seqs.clear();
-        let (mut min_sat, mut max_sat) = (u32::MAX, 0u32);
-        let (mut min_seq, mut max_seq) = (u64::MAX, 0u64);
-        for i in set_bits(mask) {
-            let (sat, seq) = (rows.sat(i), rows.seq(i));
-            self.sats.push(sat);
-            self.seqs.push(seq);
-            min_sat = min_sat.min(sat);
-            max_sat = max_sat.max(sat);
-            min_seq = min_seq.min(seq);
-            max_seq = max_seq.max(seq);
-            self.rows.push(i as u32);
-        }
+        self.gather(rows, mask);
+        let min_sat = self.sats.iter().copied().min().unwrap_or(u32::MAX);
+        let max_sat = self.sats.iter().copied().max().unwrap_or(0);
+        let min_seq = self.seqs.iter().copied().min().unwrap_or(u64::MAX);
+        let max_seq = self.seqs.iter().copied().max().unwrap_or(0);
         if self.rows.is_empty() {
             self.last_packing = None;
             return 0;
@@ -166,28 +173,31 @@ impl SortUnique {
             Packing::Direct { slots } => {
                 // Sized for the largest table this many rows may take, so
                 // it stops growing once the batches have reached full size.
-                let most = self.rows.len() * DIRECT_SLOTS_PER_ROW as usize + DIRECT_SLACK as usize;
+                let most = direct_budget(self.rows.len());
                 if self.table.len() < most {
                     self.table.resize(most, EMPTY);
+                    self.occupied.resize(most.div_ceil(64), 0);
                 }
                 let table = &mut self.table[..slots];
+                let occupied = &mut self.occupied[..slots.div_ceil(64)];
                 let (base, offset) = (&self.base, &self.offset);
                 for ((&r, &sat), &seq) in self.rows.iter().zip(&self.sats).zip(&self.seqs) {
                     let s = (sat - min_sat) as usize;
                     let slot = offset[s] as usize + (seq - base[s]) as usize;
                     // Rows ascend: the smallest is the first copy.
                     table[slot] = table[slot].min(r);
+                    occupied[slot / 64] |= 1 << (slot % 64);
                 }
-                // At most one survivor per valid row; one spare for the
-                // unconditional write below.
-                survivors.resize(self.rows.len() + 1, 0);
-                let mut kept = 0;
-                for t in table.iter_mut() {
-                    survivors[kept] = *t;
-                    kept += usize::from(*t != EMPTY);
-                    *t = EMPTY;
+                // Only the occupied slots are read (and emptied again): the
+                // scan costs a word per 64 slots plus one step per survivor.
+                for (w, word) in occupied.iter_mut().enumerate() {
+                    let mut bits = std::mem::take(word);
+                    while bits != 0 {
+                        let slot = w * 64 + bits.trailing_zeros() as usize;
+                        bits &= bits - 1;
+                        survivors.push(std::mem::replace(&mut table[slot], EMPTY));
+                    }
                 }
-                survivors.truncate(kept);
             }
             Packing::Radix {
                 key_bits,
@@ -238,6 +248,41 @@ impl SortUnique {
         (self.rows.len() - survivors.len()) as u64
     }
 
+    /// Gathers the row, sat and seq of every set bit of `mask` into
+    /// `self.rows`, `self.sats`, `self.seqs`. A layout with columns copies
+    /// each 64 rows that are all valid (the common case) as three slices.
+    fn gather<R: Rows + ?Sized>(&mut self, rows: &R, mask: &[u64]) {
+        let n = rows.row_count();
+        self.rows.clear();
+        self.sats.clear();
+        self.seqs.clear();
+        if let Some((sat, seq)) = rows.key_columns() {
+            for (w, &word) in mask.iter().enumerate() {
+                let at = w * 64;
+                if word == u64::MAX && at + 64 <= n {
+                    self.rows.extend(at as u32..at as u32 + 64);
+                    self.sats.extend_from_slice(&sat[at..at + 64]);
+                    self.seqs.extend_from_slice(&seq[at..at + 64]);
+                    continue;
+                }
+                let mut bits = word;
+                while bits != 0 {
+                    let i = at + bits.trailing_zeros() as usize;
+                    bits &= bits - 1;
+                    self.rows.push(i as u32);
+                    self.sats.push(sat[i]);
+                    self.seqs.push(seq[i]);
+                }
+            }
+            return;
+        }
+        for i in set_bits(mask) {
+            self.rows.push(i as u32);
+            self.sats.push(rows.sat(i));
+            self.seqs.push(rows.seq(i));
+        }
+    }
+
     /// Chooses the layout; with per-satellite bases fills `self.base` and
     /// `self.top`, and for the direct layout `self.offset`.
     fn choose(&mut self, min_sat: u32, max_sat: u32, min_seq: u64, max_seq: u64) -> Packing {
@@ -265,8 +310,7 @@ impl SortUnique {
                     slots = slots.saturating_add((t - b).saturating_add(1));
                 }
             }
-            let budget = (self.rows.len() as u64) * DIRECT_SLOTS_PER_ROW + DIRECT_SLACK;
-            if !self.radix_only && slots <= budget {
+            if !self.radix_only && slots <= direct_budget(self.rows.len()) as u64 {
                 return Packing::Direct {
                     slots: slots as usize,
                 };
