@@ -65,7 +65,8 @@ impl Kernel {
         {
             use std::arch::is_x86_feature_detected as has;
             let pclmul = has!("pclmulqdq") && has!("sse4.1") && has!("ssse3");
-            if pclmul && has!("avx512f") && has!("avx512vl") && has!("vpclmulqdq") {
+            let avx512 = has!("avx512f") && has!("avx512bw") && has!("avx512vl");
+            if pclmul && avx512 && has!("vpclmulqdq") {
                 return Kernel(Kind::Avx512);
             }
             if pclmul {
@@ -252,6 +253,7 @@ mod x86 {
         enable = "sse4.1",
         enable = "ssse3",
         enable = "avx512f",
+        enable = "avx512bw",
         enable = "avx512vl",
         enable = "vpclmulqdq"
     )]
@@ -291,14 +293,72 @@ mod x86 {
             let t2 = _mm512_clmulepi64_epi128(x, k, 0x11);
             x = _mm512_ternarylogic_epi64(b, t1, t2, 0x96);
         }
-        // The tail, lane by lane as in `crc32_4`; the reduction likewise.
-        let lanes = [
-            _mm512_extracti32x4_epi32(x, 0),
-            _mm512_extracti32x4_epi32(x, 1),
-            _mm512_extracti32x4_epi32(x, 2),
-            _mm512_extracti32x4_epi32(x, 3),
-        ];
-        finish(m, lanes)
+        finish_avx512(m, x)
+    }
+
+    /// [`finish`] for the four lanes of one 512-bit register at once.
+    #[target_feature(
+        enable = "pclmulqdq",
+        enable = "avx512f",
+        enable = "avx512bw",
+        enable = "avx512vl",
+        enable = "vpclmulqdq"
+    )]
+    fn finish_avx512(m: [&[u8]; 4], x: __m512i) -> [u32; 4] {
+        let k = _mm512_broadcast_i32x4(_mm_set_epi64x(K4, K3));
+        let seq = _mm512_broadcast_i32x4(_mm_setr_epi8(
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15,
+        ));
+        // Each byte of lane l holds n_l, the length of message l's tail.
+        let n = m.map(|m| (m.len() % 16) as i32 * 0x0101_0101);
+        let n = _mm512_set_epi32(
+            n[3], n[3], n[3], n[3], n[2], n[2], n[2], n[2], n[1], n[1], n[1], n[1], n[0], n[0],
+            n[0], n[0],
+        );
+        let shl = _mm512_add_epi8(seq, _mm512_sub_epi8(n, _mm512_set1_epi8(16)));
+        let shr = _mm512_xor_si512(shl, _mm512_set1_epi8(-128));
+        let overflow = _mm512_shuffle_epi8(x, shl);
+        let kept = _mm512_shuffle_epi8(x, shr);
+        let tail_mask = _mm512_cmpgt_epi8_mask(seq, _mm512_sub_epi8(_mm512_set1_epi8(15), n));
+        // SAFETY: every message holds at least 16 bytes (asserted by the
+        // caller), so its last 16 bytes are readable.
+        let last = unsafe {
+            let end = |l: usize| _mm_loadu_si128(m[l].as_ptr().add(m[l].len() - 16).cast());
+            let l01 = _mm256_inserti128_si256(_mm256_castsi128_si256(end(0)), end(1), 1);
+            let l23 = _mm256_inserti128_si256(_mm256_castsi128_si256(end(2)), end(3), 1);
+            _mm512_inserti64x4(_mm512_castsi256_si512(l01), l23, 1)
+        };
+        let folded = _mm512_xor_si512(kept, _mm512_maskz_mov_epi8(tail_mask, last));
+        let t1 = _mm512_clmulepi64_epi128(overflow, k, 0x00);
+        let t2 = _mm512_clmulepi64_epi128(overflow, k, 0x11);
+        let x = _mm512_ternarylogic_epi64(folded, t1, t2, 0x96);
+        // 128 -> 64 -> 32 bits in every lane, as in `finish`.
+        let low32 = _mm512_broadcast_i32x4(_mm_set_epi32(0, 0, 0, !0));
+        let k5 = _mm512_broadcast_i32x4(_mm_set_epi64x(0, K5));
+        let pu = _mm512_broadcast_i32x4(_mm_set_epi64x(U_PRIME, P_X));
+        let a = _mm512_xor_si512(
+            _mm512_clmulepi64_epi128(x, k, 0x10),
+            _mm512_bsrli_epi128(x, 8),
+        );
+        let a = _mm512_xor_si512(
+            _mm512_clmulepi64_epi128(_mm512_and_si512(a, low32), k5, 0x00),
+            _mm512_bsrli_epi128(a, 4),
+        );
+        let t1 = _mm512_clmulepi64_epi128(_mm512_and_si512(a, low32), pu, 0x10);
+        let t2 = _mm512_clmulepi64_epi128(_mm512_and_si512(t1, low32), pu, 0x00);
+        let r = _mm512_xor_si512(a, t2);
+        // Dword 1 of each lane: dwords 1, 5, 9, 13.
+        let picked = _mm512_permutexvar_epi32(
+            _mm512_set_epi32(0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 13, 9, 5, 1),
+            r,
+        );
+        let mut out = [0u32; 4];
+        // SAFETY: `out` is 16 writable bytes; the store is unaligned.
+        unsafe { _mm_storeu_si128(out.as_mut_ptr().cast(), _mm512_castsi512_si128(picked)) };
+        for (o, m) in out.iter_mut().zip(m) {
+            *o = !(*o ^ INIT_TERM[m.len()]);
+        }
+        out
     }
 }
 
