@@ -78,6 +78,9 @@ pub struct Decoder {
 /// four-lane CRC kernel, few enough to stay in registers and L1.
 const RUN: usize = 16;
 
+/// A run ends once it holds this many bytes.
+const RUN_BYTES: usize = 2048;
+
 /// How far ahead of the frame being read the candidate pass asks for input
 /// bytes: each frame's position depends on the previous frame's length, so
 /// without a hint the loads form a chain that waits on memory.
@@ -225,6 +228,7 @@ impl Decoder {
     #[inline]
     fn candidates(max_payload: u16, data: &[u8], mut pos: usize, room: usize, run: &mut Run) {
         run.len = 0;
+        let mut bytes = 0;
         let most = room.min(RUN);
         while run.len < most {
             prefetch(data, pos + PREFETCH_AHEAD);
@@ -246,6 +250,12 @@ impl Decoder {
             };
             run.len += 1;
             pos += n;
+            bytes += n;
+            // Long frames: a few per run, so each is still in L1 when it
+            // is copied into the batch after its CRC check.
+            if bytes >= RUN_BYTES {
+                break;
+            }
         }
     }
 
