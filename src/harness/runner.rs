@@ -189,6 +189,9 @@ struct Meter {
     limit: Limit,
     progress: Option<Display>,
     digest: Option<crc32fast::Hasher>,
+    /// Batches before allocations are counted: [`WARMUP_BATCHES`], or more
+    /// in the pipelined mode, where each of its buffers is first used later.
+    warmup: u64,
 }
 
 enum Display {
@@ -223,6 +226,7 @@ impl Meter {
             Progress::Auto => Some(Display::Lines(start, 0)),
         };
         Meter {
+            warmup: WARMUP_BATCHES,
             clock: StageClock::new(),
             frames: 0,
             batches: 0,
@@ -255,9 +259,15 @@ impl Meter {
         if let Some(h) = &mut self.digest {
             h.update(forwarded);
         }
+        self.batch_counted(rows);
+    }
+
+    /// [`Meter::batch_done`] for a batch whose bytes are already in the
+    /// digest.
+    fn batch_counted(&mut self, rows: usize) {
         self.frames += rows as u64;
         self.batches += 1;
-        self.clock.count_allocs = self.batches >= WARMUP_BATCHES;
+        self.clock.count_allocs = self.batches >= self.warmup;
         let now = Instant::now();
         let (frames, start, limit) = (self.frames, self.start, self.limit);
         let eta = |rate: f64| match limit {
@@ -300,7 +310,7 @@ impl Meter {
         }
         let totals = &self.clock.totals;
         let total_nanos: u128 = totals.0.iter().map(|s| s.nanos).sum::<u128>().max(1);
-        let counted = self.batches.saturating_sub(WARMUP_BATCHES).max(1) as f64;
+        let counted = self.batches.saturating_sub(self.warmup).max(1) as f64;
         let report = |s: &StageTotals| StageReport {
             ns_per_frame: s.nanos as f64 / self.frames.max(1) as f64,
             share: s.nanos as f64 / total_nanos as f64,
@@ -319,7 +329,7 @@ impl Meter {
             wire_bytes: summary.decode.input_bytes,
             batches: self.batches,
             passes,
-            warmup_batches: WARMUP_BATCHES.min(self.batches),
+            warmup_batches: self.warmup.min(self.batches),
             stages: PerStage(Stage::ALL.map(|s| report(&totals[s]))),
             summary,
             forwarded_crc32: self.digest.map(crc32fast::Hasher::finalize),
@@ -418,6 +428,9 @@ fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     Ok(meter.finish(opts, engine.summary(), passes))
 }
 
+/// Frames per group of batches in the pipelined mode (see `run_pipelined`).
+const PIPELINE_GROUP_FRAMES: usize = 16_384;
+
 /// A decoded batch waiting to be processed.
 struct Slot {
     batch: Batch,
@@ -429,15 +442,25 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     let cfg = opts.cfg;
     let mut decoder = Decoder::new(cfg.max_payload);
     let mut stages = BatchProcessor::new(cfg);
-    let mut out = Vec::new();
     let mut meter = Meter::new(opts);
-    let new_slot = || Slot {
-        batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
-        new_pass: false,
+    let mut out = Vec::new();
+    // Each side of a join handles a group of batches, so the two threads
+    // meet once per ~16k frames instead of once per batch.
+    let group = (PIPELINE_GROUP_FRAMES / cfg.batch_size).max(1);
+    // Every slot of both groups has held a batch once by then.
+    meter.warmup = WARMUP_BATCHES.max(2 * group as u64 + 1);
+    let new_group = || -> Vec<Slot> {
+        (0..group)
+            .map(|_| Slot {
+                batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
+                new_pass: false,
+            })
+            .collect()
     };
-    let (mut cur, mut next) = (new_slot(), new_slot());
+    let (mut cur, mut next) = (new_group(), new_group());
     let (mut pos, mut passes) = (0usize, 1u64);
     let mut queued = 0u64; // frames decoded, processed or not
+    let start = meter.start;
 
     // Decodes the next batch into `slot`, replaying the input when it runs
     // out; `run` has checked that the input holds a frame, so this ends.
@@ -464,47 +487,83 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
             *pos = data.len(); // the input's tail held no frame
         }
     };
-    let next_limit = |queued: u64, start: Instant| match opts.limit {
+    let next_limit = |queued: u64| match opts.limit {
         _ if STOP.load(std::sync::atomic::Ordering::Relaxed) => 0,
         Limit::Frames(n) => (n - queued).min(cfg.batch_size as u64) as usize,
         Limit::Duration(d) if start.elapsed() >= d => 0,
         Limit::Duration(_) => cfg.batch_size,
     };
+    // Fills a group batch by batch; once a batch is left empty (the limit
+    // is reached) the rest of the group is empty too.
+    let decode_group = |slots: &mut [Slot],
+                        queued: &mut u64,
+                        pos: &mut usize,
+                        passes: &mut u64,
+                        decoder: &mut Decoder,
+                        clock: &mut StageClock| {
+        for slot in slots.iter_mut() {
+            let limit = next_limit(*queued);
+            clock.before(Stage::Decode);
+            decode_into(slot, pos, passes, limit, decoder);
+            clock.after(Stage::Decode);
+            *queued += slot.batch.len() as u64;
+        }
+    };
 
-    let limit = next_limit(queued, meter.start);
-    meter.clock.before(Stage::Decode);
-    decode_into(&mut cur, &mut pos, &mut passes, limit, &mut decoder);
-    meter.clock.after(Stage::Decode);
-    queued += cur.batch.len() as u64;
-    while !cur.batch.is_empty() {
-        let limit = next_limit(queued, meter.start);
-        // Each side times itself on its own thread with its own clock.
+    decode_group(
+        &mut cur,
+        &mut queued,
+        &mut pos,
+        &mut passes,
+        &mut decoder,
+        &mut meter.clock,
+    );
+    while !cur[0].batch.is_empty() {
+        // Each side times itself on its own thread with its own clock. The
+        // processing side feeds the digest, batch by batch, from its sink.
         let count_allocs = meter.clock.count_allocs;
-        let (dec_clock, (stage_clock, res)) = rayon::join(
+        let mut digest = meter.digest.take();
+        let ((dec_clock, q), (stage_clock, res)) = rayon::join(
             || {
                 let mut clock = StageClock::new();
                 clock.count_allocs = count_allocs;
-                clock.before(Stage::Decode);
-                decode_into(&mut next, &mut pos, &mut passes, limit, &mut decoder);
-                clock.after(Stage::Decode);
-                clock
+                let mut q = queued;
+                decode_group(
+                    &mut next,
+                    &mut q,
+                    &mut pos,
+                    &mut passes,
+                    &mut decoder,
+                    &mut clock,
+                );
+                (clock, q)
             },
             || {
                 let mut clock = StageClock::new();
                 clock.count_allocs = count_allocs;
-                if cur.new_pass {
-                    stages.reset_window();
+                for slot in cur.iter().take_while(|s| !s.batch.is_empty()) {
+                    if slot.new_pass {
+                        stages.reset_window();
+                    }
+                    out.clear();
+                    if let Err(e) = stages.process(&slot.batch, &mut out, &mut clock) {
+                        return (clock, Err(e));
+                    }
+                    if let Some(h) = &mut digest {
+                        h.update(&out);
+                    }
                 }
-                out.clear();
-                let res = stages.process(&cur.batch, &mut out, &mut clock);
-                (clock, res)
+                (clock, Ok(()))
             },
         );
         res?;
+        meter.digest = digest;
+        queued = q;
         meter.clock.merge(&stage_clock);
-        meter.batch_done(cur.batch.len(), &out);
+        for slot in cur.iter().take_while(|s| !s.batch.is_empty()) {
+            meter.batch_counted(slot.batch.len());
+        }
         meter.clock.merge(&dec_clock);
-        queued += next.batch.len() as u64;
         std::mem::swap(&mut cur, &mut next);
     }
     Ok(meter.finish(opts, Summary::new(decoder.stats(), stages.stats()), passes))
