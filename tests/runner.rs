@@ -54,6 +54,53 @@ fn every_layout_and_thread_count_forwards_the_same_bytes() {
     }
 }
 
+/// A capture damaged as a bad link would: bytes flipped (CRC errors, bad
+/// headers), garbage runs, cut frames and false markers between good ones.
+fn hostile_capture() -> Vec<u8> {
+    let clean = capture(&GenConfig {
+        frames: 20_000,
+        invalid_rate: 0.05,
+        ..GenConfig::default()
+    });
+    let mut rng = fastrand::Rng::with_seed(99);
+    let mut out = Vec::with_capacity(clean.len() + clean.len() / 10);
+    for chunk in clean.chunks(997) {
+        let at = out.len();
+        out.extend_from_slice(chunk);
+        match rng.u8(..10) {
+            0 => out[at + rng.usize(..chunk.len())] ^= 1 << rng.u8(..8),
+            1 => out.extend((0..rng.usize(1..300)).map(|_| rng.u8(..))),
+            2 => out.extend_from_slice(&[0x1A, 0xCF, 0xFC, 0x1D, 1, 2, 3]),
+            3 => out.truncate(at + chunk.len() - rng.usize(..chunk.len().min(40))),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn every_thread_count_forwards_the_sequential_bytes_of_a_hostile_capture() {
+    let data = hostile_capture();
+    for batch_size in [100, 1000, 65_536] {
+        let frames = 70_000; // three passes and a part, window reset between
+        let want = run(&data, &opts(Layout::Soa, 1, batch_size, frames)).unwrap();
+        assert!(want.summary.decode.crc_errors > 0 && want.summary.decode.bad_header > 0);
+        assert!(want.summary.decode.skipped_bytes > 0);
+        for threads in 2..=8 {
+            let got = run(&data, &opts(Layout::Soa, threads, batch_size, frames)).unwrap();
+            assert_eq!(
+                got.forwarded_crc32, want.forwarded_crc32,
+                "batch {batch_size}, {threads} threads"
+            );
+            assert_eq!(
+                got.summary, want.summary,
+                "batch {batch_size}, {threads} threads"
+            );
+            assert_eq!(got.frames, frames);
+        }
+    }
+}
+
 #[test]
 fn threads_need_the_soa_layout_and_input_needs_frames() {
     let data = capture(&GenConfig {
