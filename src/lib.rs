@@ -14,6 +14,7 @@
 //! - [`pipeline`]: [`process_stream`] (reader to writer) and
 //!   [`BatchProcessor`], the small stable entry for embedding the stages
 //!   after decode (see its module for a runnable example).
+//! - [`gaps`]: per-satellite missing ranges of what was forwarded.
 //! - [`net`]: the TCP service (`serve`) and its peers.
 //!
 //! # The harness
@@ -25,6 +26,7 @@ pub mod batch;
 pub mod decode;
 pub mod dedup;
 pub mod forward;
+pub mod gaps;
 pub mod harness;
 pub mod net;
 pub mod pipeline;

@@ -108,6 +108,10 @@ pub(crate) struct ProcessArgs {
     /// Where forwarded frames go, or - for standard output.
     #[arg(long, value_name = "PATH")]
     pub(crate) out: String,
+    /// Also write each satellite's missing seq ranges (between its lowest
+    /// and highest forwarded seq, never forwarded) to PATH as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) gaps: Option<String>,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
     /// Print the summary as one JSON object (the last line of stderr).

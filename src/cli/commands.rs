@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
+use meridian_pipeline::gaps::{process_stream_gaps, GapTotals};
 use meridian_pipeline::harness::gen;
 use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
 use meridian_pipeline::net::admin::AdminServer;
@@ -18,7 +19,8 @@ use meridian_pipeline::net::send::{send_stations_with, SendOptions};
 use meridian_pipeline::net::serve::{self, ServeConfig};
 use meridian_pipeline::net::sink::{sink_with, SinkOptions};
 use meridian_pipeline::net::Shutdown;
-use meridian_pipeline::pipeline::{process_stream_until, ProcessError};
+use meridian_pipeline::pipeline::ProcessError;
+use meridian_pipeline::Summary;
 
 use super::args::{GenArgs, ProcessArgs, RunArgs, ServeArgs, SinkArgs};
 use super::report;
@@ -78,6 +80,15 @@ fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
     Ok(flag)
 }
 
+/// `process`'s JSON summary: the pipeline's counters and the gap totals.
+#[derive(serde::Serialize)]
+struct ProcessSummary {
+    #[serde(flatten)]
+    summary: Summary,
+    #[serde(flatten)]
+    gaps: GapTotals,
+}
+
 /// `process`: a capture through the pipeline.
 pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
     if same_file(&args.input, &args.out) {
@@ -90,9 +101,16 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
     cfg.check().map_err(|e| CliError::Usage(e.to_string()))?;
     let input = open_input(&args.input)?;
     let mut out = open_output(&args.out)?;
+    let gaps_out = match &args.gaps {
+        Some(path) => Some(
+            File::create(path)
+                .map_err(|e| CliError::Usage(format!("cannot create --gaps '{path}': {e}")))?,
+        ),
+        None => None,
+    };
     let stop = stop_flag()?;
-    let (summary, stopped) =
-        process_stream_until(BufReader::with_capacity(0, input), &mut out, cfg, &|| {
+    let (summary, stopped, gaps) =
+        process_stream_gaps(BufReader::with_capacity(0, input), &mut out, cfg, &|| {
             stop.load(Ordering::Relaxed)
         })
         .map_err(|e| match e {
@@ -102,10 +120,23 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
     if stopped {
         eprintln!("interrupted: the output holds the whole batches processed so far");
     }
+    if let (Some(f), Some(path)) = (gaps_out, &args.gaps) {
+        let mut w = BufWriter::new(f);
+        serde_json::to_writer_pretty(&mut w, &gaps.report(false))
+            .map_err(io::Error::from)
+            .and_then(|()| w.write_all(b"\n"))
+            .and_then(|()| w.flush())
+            .map_err(|e| CliError::runtime(&format!("writing --gaps '{path}' failed"), e))?;
+    }
+    let totals = gaps.totals();
     if args.json {
-        report::json_line(&summary);
+        report::json_line(&ProcessSummary {
+            summary,
+            gaps: totals,
+        });
     } else {
         report::print_summary(&summary, cfg.stale == StalePolicy::Drop);
+        report::print_gaps(&totals);
     }
     if stopped {
         return Err(CliError::Interrupted);

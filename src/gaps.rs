@@ -1,0 +1,481 @@
+//! Gaps: per satellite, the seqs between the lowest and the highest seq
+//! forwarded that were never forwarded.
+//!
+//! [`GapTracker`] is fed the forwarded (sat, seq) keys once per batch
+//! ([`GapTracker::observe`], the forwarded rows of a batch come out in
+//! (sat, seq) order, so a satellite costs one lookup per batch and a frame
+//! that continues its satellite's run costs one comparison). It keeps each
+//! satellite's lowest and highest seq, its frames, and its open missing
+//! ranges; a key that lands in an open range *fills* it (a late frame),
+//! and is counted as filled.
+//!
+//! # Bounded memory
+//! Hostile input can open a range per frame. The tracker keeps at most
+//! [`GapLimits::per_sat_ranges`] ranges per satellite and
+//! [`GapLimits::total_ranges`] over all; beyond that it forgets the
+//! satellite's lowest range (its seqs stay counted as missing: a later
+//! frame there can no longer be told from a repeat, so it is not counted
+//! as a fill) and counts it in `dropped_ranges`. At most
+//! [`GapLimits::sats`] satellites are tracked; frames of later ones are
+//! counted in `untracked_frames`. While nothing was dropped the counts are
+//! exact (the property tests hold it to a naive twin, [`NaiveGaps`]).
+//!
+//! `missing` always equals `opened - filled`: `opened` counts every seq a
+//! gap ever opened over, `filled` those forwarded later.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rustc_hash::FxHashMap;
+use serde::Serialize;
+
+use std::io::{Read, Write};
+
+use crate::batch::Batch;
+use crate::decode::{Decoder, FrameReader, DEFAULT_READ_CHUNK};
+use crate::pipeline::{BatchProcessor, Config, ProcessError, Summary};
+use crate::wire::OVERHEAD;
+
+/// Ranges listed per satellite in a [`SatView`]: the highest ones.
+pub const SHOWN_RANGES: usize = 64;
+
+/// The tracker's memory bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GapLimits {
+    /// Open ranges kept per satellite.
+    pub per_sat_ranges: usize,
+    /// Open ranges kept over all satellites.
+    pub total_ranges: usize,
+    /// Satellites tracked.
+    pub sats: usize,
+}
+
+impl Default for GapLimits {
+    /// 4096 ranges per satellite, 262144 in all (about 16 MiB at worst),
+    /// 65536 satellites.
+    fn default() -> GapLimits {
+        GapLimits {
+            per_sat_ranges: 4096,
+            total_ranges: 1 << 18,
+            sats: 1 << 16,
+        }
+    }
+}
+
+/// One satellite's state.
+#[derive(Debug, Clone, Default)]
+struct SatGaps {
+    sat: u32,
+    lo: u64,
+    hi: u64,
+    frames: u64,
+    missing: u64,
+    opened: u64,
+    filled: u64,
+    dropped_ranges: u64,
+    /// Open ranges, inclusive: start -> end.
+    ranges: BTreeMap<u64, u64>,
+}
+
+/// The totals over all satellites; the keys the summaries gain.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct GapTotals {
+    /// Seqs missing now (at the end of input, in a summary).
+    pub missing: u64,
+    /// Open missing ranges now.
+    pub gap_ranges: u64,
+    /// Seqs a gap ever opened over.
+    pub gaps_opened: u64,
+    /// Of those, seqs forwarded later (late frames that filled a gap).
+    pub gaps_filled: u64,
+    /// Ranges forgotten to stay within the memory bounds (their seqs stay
+    /// counted as missing).
+    pub gap_ranges_dropped: u64,
+    /// Frames of satellites beyond the tracked count.
+    pub gap_untracked_frames: u64,
+}
+
+/// One satellite in [`GapReport`] (`process --gaps`, `GET /api/gaps`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SatView {
+    /// Satellite id.
+    pub sat: u32,
+    /// Lowest seq forwarded.
+    pub lowest_seq: u64,
+    /// Highest seq forwarded.
+    pub highest_seq: u64,
+    /// Frames forwarded.
+    pub frames: u64,
+    /// Seqs between the lowest and the highest not forwarded (yet).
+    pub missing: u64,
+    /// Seqs that were missing and were forwarded later.
+    pub filled: u64,
+    /// Open missing ranges.
+    pub range_count: u64,
+    /// The highest [`SHOWN_RANGES`] open ranges, `[first, last]` inclusive, ascending.
+    pub ranges: Vec<[u64; 2]>,
+    /// True when `ranges` lists fewer than `range_count`.
+    pub ranges_truncated: bool,
+    /// Ranges forgotten for memory (their seqs still count in `missing`).
+    pub dropped_ranges: u64,
+}
+
+/// What `process --gaps` writes and `GET /api/gaps` answers.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapReport {
+    /// The totals.
+    #[serde(flatten)]
+    pub totals: GapTotals,
+    /// Per satellite, by id; only satellites with a gap, unless all were asked for.
+    pub satellites: Vec<SatView>,
+}
+
+/// The fast tracker.
+#[derive(Debug, Default)]
+pub struct GapTracker {
+    limits: GapLimits,
+    index: FxHashMap<u32, usize>,
+    sats: Vec<SatGaps>,
+    total_ranges: usize,
+    untracked_frames: u64,
+}
+
+impl SatGaps {
+    #[inline]
+    fn add(&mut self, seq: u64, limits: &GapLimits, total: &mut usize) {
+        if self.frames == 0 {
+            self.lo = seq;
+            self.hi = seq;
+            self.frames = 1;
+            return;
+        }
+        self.frames += 1;
+        if seq > self.hi {
+            if seq - self.hi > 1 {
+                self.open(self.hi + 1, seq - 1, limits, total);
+            }
+            self.hi = seq;
+        } else if seq < self.lo {
+            if self.lo - seq > 1 {
+                self.open(seq + 1, self.lo - 1, limits, total);
+            }
+            self.lo = seq;
+        } else if !self.ranges.is_empty() {
+            self.fill(seq, limits, total);
+        }
+    }
+
+    fn open(&mut self, a: u64, b: u64, limits: &GapLimits, total: &mut usize) {
+        let n = b - a + 1;
+        self.opened = self.opened.saturating_add(n);
+        self.missing = self.missing.saturating_add(n);
+        self.ranges.insert(a, b);
+        *total += 1;
+        self.enforce(limits, total);
+    }
+
+    fn fill(&mut self, seq: u64, limits: &GapLimits, total: &mut usize) {
+        let Some((&a, &b)) = self.ranges.range(..=seq).next_back() else {
+            return;
+        };
+        if b < seq {
+            return; // a repeat (or a seq of a forgotten range)
+        }
+        self.ranges.remove(&a);
+        *total -= 1;
+        self.filled += 1;
+        self.missing -= 1;
+        if a < seq {
+            self.ranges.insert(a, seq - 1);
+            *total += 1;
+        }
+        if seq < b {
+            self.ranges.insert(seq + 1, b);
+            *total += 1;
+        }
+        self.enforce(limits, total);
+    }
+
+    /// Forgets the lowest ranges while over a bound.
+    fn enforce(&mut self, limits: &GapLimits, total: &mut usize) {
+        while self.ranges.len() > limits.per_sat_ranges || *total > limits.total_ranges {
+            if self.ranges.pop_first().is_none() {
+                break;
+            }
+            *total -= 1;
+            self.dropped_ranges += 1;
+        }
+    }
+
+    fn view(&self) -> SatView {
+        let skip = self.ranges.len().saturating_sub(SHOWN_RANGES);
+        SatView {
+            sat: self.sat,
+            lowest_seq: self.lo,
+            highest_seq: self.hi,
+            frames: self.frames,
+            missing: self.missing,
+            filled: self.filled,
+            range_count: self.ranges.len() as u64,
+            ranges: self
+                .ranges
+                .iter()
+                .skip(skip)
+                .map(|(&a, &b)| [a, b])
+                .collect(),
+            ranges_truncated: skip > 0,
+            dropped_ranges: self.dropped_ranges,
+        }
+    }
+}
+
+impl GapTracker {
+    /// An empty tracker with the default [`GapLimits`].
+    pub fn new() -> GapTracker {
+        GapTracker::with_limits(GapLimits::default())
+    }
+
+    /// An empty tracker with these bounds.
+    pub fn with_limits(limits: GapLimits) -> GapTracker {
+        GapTracker {
+            limits,
+            ..GapTracker::default()
+        }
+    }
+
+    /// Feeds the rows `row_ids` of `batch` (what the pipeline forwarded
+    /// from it, in (sat, seq) order; any order is correct, that order is fast).
+    pub fn observe(&mut self, batch: &Batch, row_ids: &[u32]) {
+        let mut i = 0;
+        while i < row_ids.len() {
+            let sat = batch.sat[row_ids[i] as usize];
+            let mut j = i + 1;
+            while j < row_ids.len() && batch.sat[row_ids[j] as usize] == sat {
+                j += 1;
+            }
+            match self.slot(sat) {
+                Some(k) => {
+                    let st = &mut self.sats[k];
+                    for &r in &row_ids[i..j] {
+                        st.add(batch.seq[r as usize], &self.limits, &mut self.total_ranges);
+                    }
+                }
+                None => self.untracked_frames += (j - i) as u64,
+            }
+            i = j;
+        }
+    }
+
+    /// Feeds single keys (tests, and callers without a batch).
+    pub fn observe_keys(&mut self, keys: &[(u32, u64)]) {
+        for &(sat, seq) in keys {
+            match self.slot(sat) {
+                Some(k) => self.sats[k].add(seq, &self.limits, &mut self.total_ranges),
+                None => self.untracked_frames += 1,
+            }
+        }
+    }
+
+    fn slot(&mut self, sat: u32) -> Option<usize> {
+        if let Some(&k) = self.index.get(&sat) {
+            return Some(k);
+        }
+        if self.sats.len() >= self.limits.sats {
+            return None;
+        }
+        self.sats.push(SatGaps {
+            sat,
+            ..SatGaps::default()
+        });
+        self.index.insert(sat, self.sats.len() - 1);
+        Some(self.sats.len() - 1)
+    }
+
+    /// The totals now.
+    pub fn totals(&self) -> GapTotals {
+        let mut t = GapTotals {
+            gap_untracked_frames: self.untracked_frames,
+            ..GapTotals::default()
+        };
+        for s in &self.sats {
+            t.missing = t.missing.saturating_add(s.missing);
+            t.gap_ranges += s.ranges.len() as u64;
+            t.gaps_opened = t.gaps_opened.saturating_add(s.opened);
+            t.gaps_filled += s.filled;
+            t.gap_ranges_dropped += s.dropped_ranges;
+        }
+        t
+    }
+
+    /// Open ranges held now, over all satellites.
+    pub fn ranges_held(&self) -> usize {
+        self.total_ranges
+    }
+
+    /// The report: satellites by id, all of them or only those that ever
+    /// had a gap.
+    pub fn report(&self, all: bool) -> GapReport {
+        let mut satellites: Vec<SatView> = self
+            .sats
+            .iter()
+            .filter(|s| all || s.opened > 0)
+            .map(SatGaps::view)
+            .collect();
+        satellites.sort_by_key(|v| v.sat);
+        GapReport {
+            totals: self.totals(),
+            satellites,
+        }
+    }
+}
+
+/// [`crate::pipeline::process_stream_until`] that also feeds every batch's
+/// forwarded keys to a [`GapTracker`] (`process --gaps`, and the `missing`
+/// and `gap_ranges` of `process`'s summary). Returns the summary, whether
+/// it stopped early, and the tracker.
+///
+/// # Errors
+/// As [`crate::pipeline::process_stream`].
+pub fn process_stream_gaps<R: Read, W: Write>(
+    input: R,
+    out: &mut W,
+    cfg: Config,
+    stop: &dyn Fn() -> bool,
+) -> Result<(Summary, bool, GapTracker), ProcessError> {
+    cfg.check()?;
+    let mut reader = FrameReader::new(input, Decoder::new(cfg.max_payload), DEFAULT_READ_CHUNK);
+    let mut stages = BatchProcessor::new(cfg);
+    let mut batch = Batch::with_capacity(cfg.batch_size, OVERHEAD + 64);
+    let mut gaps = GapTracker::new();
+    let mut stopped = false;
+    while reader
+        .fill(&mut batch, cfg.batch_size)
+        .map_err(ProcessError::Read)?
+        > 0
+    {
+        stages
+            .process(&batch, out, &mut ())
+            .map_err(ProcessError::Write)?;
+        gaps.observe(&batch, stages.row_ids());
+        if stop() {
+            stopped = true;
+            break;
+        }
+    }
+    out.flush().map_err(ProcessError::Write)?;
+    Ok((Summary::new(reader.stats(), stages.stats()), stopped, gaps))
+}
+
+/// The naive twin: every forwarded seq in a `BTreeSet` per satellite.
+/// Unbounded; for tests.
+#[derive(Debug, Default, Clone)]
+pub struct NaiveGaps {
+    sats: BTreeMap<u32, (BTreeSet<u64>, u64, u64)>,
+}
+
+impl NaiveGaps {
+    /// Feeds keys in order.
+    pub fn observe_keys(&mut self, keys: &[(u32, u64)]) {
+        for &(sat, seq) in keys {
+            let (set, frames, filled) = self.sats.entry(sat).or_default();
+            *frames += 1;
+            if let (Some(&lo), Some(&hi)) = (set.first(), set.last()) {
+                if lo < seq && seq < hi && !set.contains(&seq) {
+                    *filled += 1;
+                }
+            }
+            set.insert(seq);
+        }
+    }
+
+    /// The report with every satellite, computed from the sets.
+    pub fn report(&self, all: bool) -> Vec<SatView> {
+        let mut out = Vec::new();
+        for (&sat, (set, frames, filled)) in &self.sats {
+            let mut ranges = Vec::new();
+            let mut prev: Option<u64> = None;
+            for &s in set {
+                if let Some(p) = prev {
+                    if s > p + 1 {
+                        ranges.push([p + 1, s - 1]);
+                    }
+                }
+                prev = Some(s);
+            }
+            let missing = ranges.iter().map(|[a, b]| b - a + 1).sum();
+            if !all && missing == 0 && *filled == 0 {
+                continue;
+            }
+            let skip = ranges.len().saturating_sub(SHOWN_RANGES);
+            out.push(SatView {
+                sat,
+                lowest_seq: *set.first().unwrap_or(&0),
+                highest_seq: *set.last().unwrap_or(&0),
+                frames: *frames,
+                missing,
+                filled: *filled,
+                range_count: ranges.len() as u64,
+                ranges: ranges[skip..].to_vec(),
+                ranges_truncated: skip > 0,
+                dropped_ranges: 0,
+            });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_gap_opens_and_a_late_frame_fills_it() {
+        let mut t = GapTracker::new();
+        t.observe_keys(&[(7, 10), (7, 11), (7, 15), (3, 1)]);
+        let r = t.report(false);
+        assert_eq!(r.totals.missing, 3);
+        assert_eq!(r.totals.gap_ranges, 1);
+        assert_eq!(r.satellites.len(), 1);
+        assert_eq!(r.satellites[0].ranges, vec![[12, 14]]);
+        t.observe_keys(&[(7, 13)]);
+        let r = t.report(false);
+        assert_eq!(r.satellites[0].ranges, vec![[12, 12], [14, 14]]);
+        assert_eq!((r.totals.missing, r.totals.gaps_filled), (2, 1));
+        // A repeat fills nothing; a lower seq extends the span downwards.
+        t.observe_keys(&[(7, 13), (7, 8)]);
+        let r = t.report(false);
+        assert_eq!(r.satellites[0].ranges, vec![[9, 9], [12, 12], [14, 14]]);
+        assert_eq!(r.totals.missing, 3);
+        assert_eq!(r.totals.gaps_opened, 4);
+    }
+
+    #[test]
+    fn extreme_seqs_do_not_overflow() {
+        let mut t = GapTracker::new();
+        t.observe_keys(&[(1, 0), (1, u64::MAX), (1, u64::MAX - 1), (1, 0)]);
+        let r = t.report(false);
+        assert_eq!(r.totals.missing, u64::MAX - 2);
+        assert_eq!(r.satellites[0].ranges, vec![[1, u64::MAX - 2]]);
+    }
+
+    #[test]
+    fn hostile_input_stays_within_the_bounds() {
+        let limits = GapLimits {
+            per_sat_ranges: 8,
+            total_ranges: 20,
+            sats: 3,
+        };
+        let mut t = GapTracker::with_limits(limits);
+        let keys: Vec<(u32, u64)> = (0..10_000u64).map(|i| ((i % 5) as u32, i * 2)).collect();
+        t.observe_keys(&keys);
+        assert!(t.ranges_held() <= 20);
+        let r = t.report(true);
+        assert_eq!(r.satellites.len(), 3);
+        assert!(r.satellites.iter().all(|s| s.range_count <= 8));
+        assert_eq!(r.totals.gap_untracked_frames, 4000);
+        assert!(r.totals.gap_ranges_dropped > 0);
+        assert_eq!(
+            r.totals.missing,
+            r.totals.gaps_opened - r.totals.gaps_filled
+        );
+    }
+}
