@@ -125,7 +125,7 @@ pub struct GapReport {
     /// The totals.
     #[serde(flatten)]
     pub totals: GapTotals,
-    /// Per satellite, by id; only satellites with a gap, unless all were asked for.
+    /// Per satellite, by id; only satellites missing seqs now, unless all were asked for.
     pub satellites: Vec<SatView>,
 }
 
@@ -311,13 +311,12 @@ impl GapTracker {
         self.total_ranges
     }
 
-    /// The report: satellites by id, all of them or only those that ever
-    /// had a gap.
+    /// The report: satellites by id, all of them or only those missing seqs now.
     pub fn report(&self, all: bool) -> GapReport {
         let mut satellites: Vec<SatView> = self
             .sats
             .iter()
-            .filter(|s| all || s.opened > 0)
+            .filter(|s| all || s.missing > 0)
             .map(SatGaps::view)
             .collect();
         satellites.sort_by_key(|v| v.sat);
@@ -402,7 +401,7 @@ impl NaiveGaps {
                 prev = Some(s);
             }
             let missing = ranges.iter().map(|[a, b]| b - a + 1).sum();
-            if !all && missing == 0 && *filled == 0 {
+            if !all && missing == 0 {
                 continue;
             }
             let skip = ranges.len().saturating_sub(SHOWN_RANGES);

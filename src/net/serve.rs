@@ -51,7 +51,9 @@ use super::session::{self, Opening};
 use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
+use crate::gaps::GapTotals;
 use crate::pipeline::{BatchProcessor, Config, PipelineStats, Summary};
+use crate::validate::scalar::is_valid;
 
 /// Frames a station thread decodes before handing them over.
 const CHUNK_FRAMES: usize = 256;
@@ -145,6 +147,11 @@ pub struct StationStats {
     pub acked_bytes: u64,
     /// Connections closed for being idle.
     pub idle_closed: u64,
+    /// Frames it delivered first: the copy kept and forwarded (handed to
+    /// the downstream; the summary's `forwarded` counts confirmed ones).
+    pub first_copies: u64,
+    /// Valid frames it delivered that were not the copy kept.
+    pub duplicates: u64,
     /// What its decoders counted.
     #[serde(flatten)]
     pub decode: DecodeStats,
@@ -181,6 +188,10 @@ pub struct ServeSummary {
     /// frames the downstream confirmed.
     #[serde(flatten)]
     pub summary: Summary,
+    /// Per satellite gaps of what was forwarded, at exit: `missing` seqs in
+    /// `gap_ranges` ranges (see [`crate::gaps`]).
+    #[serde(flatten)]
+    pub gaps: GapTotals,
     /// Station connections taken.
     pub connections_accepted: u64,
     /// Connections closed at once for being over `--max-connections`.
@@ -283,7 +294,7 @@ impl StationLink {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return false;
         }
-        self.cell.acked(a.safe - a.sent);
+        self.cell.acked(a.safe - a.sent, a.safe);
         a.sent = a.safe;
         a.at = Instant::now();
         self.sent.store(a.sent, Ordering::SeqCst);
@@ -494,10 +505,13 @@ pub fn serve_with(
     let mut acked_bytes = 0;
     for (st, cell) in stations.iter_mut().zip(&out.cells) {
         st.acked_bytes = cell.acked_bytes();
+        st.first_copies = cell.first_copies();
+        st.duplicates = cell.duplicates();
         acked_bytes += st.acked_bytes;
     }
     Ok(ServeSummary {
         summary,
+        gaps: metrics.gap_totals(),
         connections_accepted: conns.accepted,
         connections_rejected: conns.rejected,
         accept_errors: conns.accept_errors,
@@ -704,7 +718,7 @@ impl Conn {
         // From here on the station is known by its registry key.
         let cell = self.metrics.station(&station);
         let station = cell.station.clone();
-        cell.connect(&self.peer.to_string());
+        cell.connect(&self.peer.to_string(), session);
         // ACKs are small and written by the pipeline thread: never let one
         // block it for long on a station that does not read.
         let _ = self
@@ -755,6 +769,7 @@ impl Conn {
                 let consumed = decoded.input_bytes;
                 end = consumed;
                 cell.decoded(&counted, decoded, !batch.is_empty());
+                cell.read_to(consumed);
                 counted = *decoded;
                 // Blocks while the pipeline pushes back; the pipeline thread
                 // goes on ACKing meanwhile.
@@ -845,6 +860,12 @@ struct Forwarder<'a> {
     batch: Batch,
     /// When each row's bytes were read.
     read_at: Vec<Instant>,
+    /// Each row's station: an index into `origins`.
+    origin: Vec<u16>,
+    /// The stations of the batch's rows.
+    origins: Vec<Arc<StationCell>>,
+    /// Per origin: (frames kept, valid frames), counted once per batch.
+    tally: Vec<(u64, u64)>,
     first_at: Option<Instant>,
     acks: Vec<(Arc<StationLink>, u64)>,
     /// Links whose safe offset moved and that still owe an ACK.
@@ -864,10 +885,21 @@ struct Forwarder<'a> {
 impl Forwarder<'_> {
     fn push(&mut self, chunk: &Batch, at: Instant, link: Arc<StationLink>, end: u64) {
         let n = chunk.len();
+        let mut origin = None;
         for i in 0..n {
             if self.batch.is_empty() {
                 self.first_at = Some(at);
+                origin = None; // a flush forgot the origins
             }
+            let o = match origin {
+                Some(o) => o,
+                None => {
+                    let o = self.origin_of(&link.cell);
+                    origin = Some(o);
+                    o
+                }
+            };
+            self.origin.push(o);
             self.batch
                 .push(chunk.sat[i], chunk.seq[i], chunk.flags[i], chunk.frame(i));
             self.read_at.push(at);
@@ -881,6 +913,34 @@ impl Forwarder<'_> {
         }
     }
 
+    /// The index of `cell` among this batch's origins.
+    fn origin_of(&mut self, cell: &Arc<StationCell>) -> u16 {
+        if let Some(i) = self.origins.iter().rposition(|c| Arc::ptr_eq(c, cell)) {
+            return i as u16;
+        }
+        self.origins.push(Arc::clone(cell));
+        (self.origins.len() - 1) as u16
+    }
+
+    /// Per station of the batch: frames kept (first copies) and valid
+    /// frames not kept, published once per batch.
+    fn tally_origins(&mut self) {
+        self.tally.clear();
+        self.tally.resize(self.origins.len(), (0, 0));
+        for &r in self.stages.row_ids() {
+            self.tally[self.origin[r as usize] as usize].0 += 1;
+        }
+        let max_sat = self.cfg.pipeline.max_sat;
+        for (i, &o) in self.origin.iter().enumerate() {
+            if is_valid(self.batch.sat[i], self.batch.flags[i], max_sat) {
+                self.tally[o as usize].1 += 1;
+            }
+        }
+        for (cell, &(kept, valid)) in self.origins.iter().zip(&self.tally) {
+            cell.kept(kept, valid.saturating_sub(kept));
+        }
+    }
+
     fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -889,6 +949,9 @@ impl Forwarder<'_> {
         self.stages
             .process(&self.batch, &mut self.out, &mut ())
             .expect("writing into a Vec cannot fail");
+        self.metrics
+            .observe_gaps(&self.batch, self.stages.row_ids());
+        self.tally_origins();
         let now_stats = self.stages.stats();
         self.metrics.pipeline(&self.published, &now_stats);
         self.published = now_stats;
@@ -947,6 +1010,8 @@ impl Forwarder<'_> {
         }
         self.batch.clear();
         self.read_at.clear();
+        self.origin.clear();
+        self.origins.clear();
         self.first_at = None;
     }
 
@@ -1036,6 +1101,9 @@ fn pipeline_loop(
         stages,
         batch: Batch::with_capacity(pc.batch_size, 64),
         read_at: Vec::with_capacity(pc.batch_size),
+        origin: Vec::with_capacity(pc.batch_size),
+        origins: Vec::new(),
+        tally: Vec::new(),
         first_at: None,
         acks: Vec::new(),
         owed: Vec::new(),
