@@ -47,6 +47,13 @@ pub struct GapLimits {
     pub total_ranges: usize,
     /// Satellites tracked.
     pub sats: usize,
+    /// A seq more than this above the satellite's highest (or below its
+    /// lowest) restarts its span there instead of opening a gap over the
+    /// jump: a satellite whose counter was reset or re-anchored
+    /// (`serve` sets it to `--max-seq-jump`). The open ranges are then
+    /// forgotten (counted as dropped; their seqs stay counted as missing).
+    /// 0 = off (`process`: the exact definition).
+    pub restart_after_jump: u64,
 }
 
 impl Default for GapLimits {
@@ -57,6 +64,7 @@ impl Default for GapLimits {
             per_sat_ranges: 4096,
             total_ranges: 1 << 18,
             sats: 1 << 16,
+            restart_after_jump: 0,
         }
     }
 }
@@ -72,6 +80,7 @@ struct SatGaps {
     opened: u64,
     filled: u64,
     dropped_ranges: u64,
+    restarts: u64,
     /// Open ranges, inclusive: start -> end.
     ranges: BTreeMap<u64, u64>,
 }
@@ -92,6 +101,9 @@ pub struct GapTotals {
     pub gap_ranges_dropped: u64,
     /// Frames of satellites beyond the tracked count.
     pub gap_untracked_frames: u64,
+    /// Satellites' spans restarted after a jump
+    /// ([`GapLimits::restart_after_jump`]).
+    pub gap_restarts: u64,
 }
 
 /// One satellite in [`GapReport`] (`process --gaps`, `GET /api/gaps`).
@@ -149,6 +161,16 @@ impl SatGaps {
             return;
         }
         self.frames += 1;
+        let jump = limits.restart_after_jump;
+        if jump > 0 && (seq.saturating_sub(self.hi) > jump || self.lo.saturating_sub(seq) > jump) {
+            *total -= self.ranges.len();
+            self.dropped_ranges += self.ranges.len() as u64;
+            self.ranges.clear();
+            self.restarts += 1;
+            self.lo = seq;
+            self.hi = seq;
+            return;
+        }
         if seq > self.hi {
             if seq - self.hi > 1 {
                 self.open(self.hi + 1, seq - 1, limits, total);
@@ -302,6 +324,7 @@ impl GapTracker {
             t.gaps_opened = t.gaps_opened.saturating_add(s.opened);
             t.gaps_filled += s.filled;
             t.gap_ranges_dropped += s.dropped_ranges;
+            t.gap_restarts += s.restarts;
         }
         t
     }
@@ -448,6 +471,28 @@ mod tests {
     }
 
     #[test]
+    fn a_jump_restarts_the_span_when_asked() {
+        let limits = GapLimits {
+            restart_after_jump: 1000,
+            ..GapLimits::default()
+        };
+        let mut t = GapTracker::with_limits(limits);
+        // A gap, then the satellite's counter resets to 0, then a small gap.
+        t.observe_keys(&[(1, 5000), (1, 5002), (1, 0), (1, 1), (1, 3)]);
+        let r = t.report(true);
+        let s = &r.satellites[0];
+        assert_eq!((s.lowest_seq, s.highest_seq), (0, 3));
+        assert_eq!(s.ranges, vec![[2, 2]]);
+        assert_eq!((s.missing, s.dropped_ranges), (2, 1));
+        assert_eq!(r.totals.gap_restarts, 1);
+        assert_eq!(t.ranges_held(), 1);
+        // Off (the default): the reset opens a gap over everything between.
+        let mut t = GapTracker::new();
+        t.observe_keys(&[(1, 5000), (1, 5002), (1, 0)]);
+        assert_eq!(t.totals().missing, 1 + 4999);
+    }
+
+    #[test]
     fn extreme_seqs_do_not_overflow() {
         let mut t = GapTracker::new();
         t.observe_keys(&[(1, 0), (1, u64::MAX), (1, u64::MAX - 1), (1, 0)]);
@@ -462,6 +507,7 @@ mod tests {
             per_sat_ranges: 8,
             total_ranges: 20,
             sats: 3,
+            restart_after_jump: 0,
         };
         let mut t = GapTracker::with_limits(limits);
         let keys: Vec<(u32, u64)> = (0..10_000u64).map(|i| ((i % 5) as u32, i * 2)).collect();

@@ -75,7 +75,7 @@ proptest! {
         total in 1usize..12,
         sats in 1usize..4,
     ) {
-        let limits = GapLimits { per_sat_ranges: per_sat, total_ranges: total, sats };
+        let limits = GapLimits { per_sat_ranges: per_sat, total_ranges: total, sats, restart_after_jump: 0 };
         let mut fast = GapTracker::with_limits(limits);
         let mut naive = NaiveGaps::default();
         let mut untracked = 0u64;

@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::serve::{MAX_STATION_ENTRIES, OTHER_STATIONS};
 use crate::batch::Batch;
 use crate::decode::DecodeStats;
-use crate::gaps::{GapReport, GapTotals, GapTracker};
+use crate::gaps::{GapLimits, GapReport, GapTotals, GapTracker};
 use crate::pipeline::PipelineStats;
 
 /// Upper bounds, in seconds, of `meridian_forward_latency_seconds`'s
@@ -332,6 +332,13 @@ impl Metrics {
         self.stale.fetch_add(d(now.stale, before.stale), r);
         self.late.fetch_add(d(now.late, before.late), r);
         self.suspect.fetch_add(d(now.suspect, before.suspect), r);
+    }
+
+    /// Starts the gap tracker afresh with these bounds.
+    pub fn set_gap_limits(&self, limits: GapLimits) {
+        if let Ok(mut g) = self.gaps.lock() {
+            *g = GapTracker::with_limits(limits);
+        }
     }
 
     /// Feeds one batch's forwarded rows to the gap tracker (once per batch).

@@ -51,7 +51,7 @@ use super::session::{self, Opening};
 use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
-use crate::gaps::GapTotals;
+use crate::gaps::{GapLimits, GapTotals};
 use crate::pipeline::{BatchProcessor, Config, PipelineStats, Summary};
 use crate::validate::scalar::is_valid;
 
@@ -414,6 +414,12 @@ pub fn serve_with(
         }
     }
     let metrics = Arc::new(Metrics::default());
+    // A satellite that jumps past --max-seq-jump and re-anchors there
+    // restarts its gap span rather than opening a gap over the jump.
+    metrics.set_gap_limits(GapLimits {
+        restart_after_jump: cfg.pipeline.limits.max_seq_jump,
+        ..GapLimits::default()
+    });
     if downstream.connected_once() {
         metrics.set_downstream_up();
     }
