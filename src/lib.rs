@@ -15,7 +15,8 @@
 //!   [`BatchProcessor`], the small stable entry for embedding the stages
 //!   after decode (see its module for a runnable example).
 //! - [`gaps`]: per-satellite missing ranges of what was forwarded.
-//! - [`net`]: the TCP service (`serve`) and its peers.
+//! - [`net`]: the TCP service (`serve`) and its peers; [`log`]: its
+//!   structured, rate-limited logs.
 //!
 //! # The harness
 //! [`harness`] holds what measures and tests the product and is not part of
@@ -28,6 +29,7 @@ pub mod dedup;
 pub mod forward;
 pub mod gaps;
 pub mod harness;
+pub mod log;
 pub mod net;
 pub mod pipeline;
 pub mod stage;

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits, MAX_WINDOW};
 use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::harness::layout::Layout;
+use meridian_pipeline::log::LogFormat;
 use meridian_pipeline::pipeline::{Config, DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAT, MAX_BATCH_SIZE};
 use meridian_pipeline::DEFAULT_WINDOW;
 
@@ -203,7 +204,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) max_connections: u64,
-    /// Print a stats line to stderr this often [default: none].
+    /// Log a stats event (received, forwarded, duplicates, invalid, missing,
+    /// unacked bytes) this often [default: none].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) stats_interval: Option<f64>,
     /// After SIGINT/SIGTERM: how long connected stations may go on sending.
@@ -235,6 +237,21 @@ pub(crate) struct ServeArgs {
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+/// How `serve` and `sink` log.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct LogArgs {
+    /// Log events (connects, disconnects, downstream failures, suspect
+    /// frames, ...) on stderr as text lines or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Which events to log, in RUST_LOG syntax (e.g. warn, or
+    /// info,meridian_pipeline::net=debug) [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) log_filter: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -258,6 +275,8 @@ pub(crate) struct SinkArgs {
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
 }
 
 /// The synthetic workload's shape, shared by `gen` and `run`.

@@ -22,7 +22,7 @@ use meridian_pipeline::net::Shutdown;
 use meridian_pipeline::pipeline::ProcessError;
 use meridian_pipeline::Summary;
 
-use super::args::{GenArgs, ProcessArgs, RunArgs, ServeArgs, SinkArgs};
+use super::args::{GenArgs, LogArgs, ProcessArgs, RunArgs, ServeArgs, SinkArgs};
 use super::report;
 use super::CliError;
 
@@ -210,8 +210,15 @@ fn resolve(flag: &str, addr: &str) -> Result<std::net::SocketAddr, CliError> {
         .ok_or_else(|| CliError::Usage(format!("{flag} {addr}: resolves to no address")))
 }
 
+/// Installs the log subscriber `args` ask for.
+fn init_log(args: &LogArgs) -> Result<(), CliError> {
+    meridian_pipeline::log::init(args.log_format, args.log_filter.as_deref())
+        .map_err(CliError::Usage)
+}
+
 /// `serve`: stations in, one downstream out.
 pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    init_log(&args.log)?;
     let target = match (&args.forward, &args.forward_raw, &args.out) {
         (Some(addr), _, _) => Target::Forward(addr.clone()),
         (None, Some(addr), _) => Target::ForwardRaw(addr.clone()),
@@ -313,6 +320,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
 
 /// `sink`: a checking downstream.
 pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
+    init_log(&args.log)?;
     let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
     let listener = std::net::TcpListener::bind(&args.listen)
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;

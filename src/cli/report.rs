@@ -72,6 +72,7 @@ pub(crate) fn print_gaps(g: &GapTotals) {
 /// `serve`'s text summary.
 pub(crate) fn print_serve_summary(s: &ServeSummary, stale_dropped: bool) {
     print_summary(&s.summary, stale_dropped);
+    print_gaps(&s.gaps);
     eprintln!(
         "connections: {} accepted, {} rejected, {} idle closed, {} bad HELLOs; {} station bytes acked",
         s.connections_accepted, s.connections_rejected, s.idle_closed, s.hello_errors, s.acked_bytes

@@ -419,20 +419,25 @@ impl Metrics {
             .unwrap_or_default()
     }
 
-    /// One stats line for an operator: frames received over all stations,
-    /// forwarded (confirmed), duplicates, invalid, bytes awaiting the
-    /// downstream, and whether the downstream has ever connected.
-    pub fn line(&self) -> String {
+    /// The periodic stats event (`--stats-interval`): frames received over
+    /// all stations, forwarded (confirmed), duplicates, invalid, seqs
+    /// missing now, bytes awaiting the downstream, whether the downstream
+    /// has ever connected, and log events suppressed by the rate limits.
+    pub fn log_stats(&self, stopping: bool) {
         let r = Ordering::Relaxed;
         let received: u64 = self.cells().iter().map(|c| c.frames.load(r)).sum();
-        format!(
-            "{received} received, {} forwarded, {} duplicates, {} invalid, {} bytes awaiting the downstream{}",
-            self.forwarded.load(r),
-            self.duplicates.load(r),
-            self.invalid.load(r),
-            self.unacked_bytes.load(r),
-            if self.downstream_up() { "" } else { " (downstream not connected yet)" }
-        )
+        tracing::info!(
+            received,
+            forwarded = self.forwarded.load(r),
+            duplicates = self.duplicates.load(r),
+            invalid = self.invalid.load(r),
+            missing = self.gap_totals().missing,
+            unacked_bytes = self.unacked_bytes.load(r),
+            downstream_connected = self.downstream_up(),
+            stopping,
+            suppressed_logs = crate::log::suppressed_total(),
+            "stats"
+        );
     }
 
     /// `GET /api/links`: one entry per station, in the order they first connected.

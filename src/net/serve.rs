@@ -52,6 +52,7 @@ use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
 use crate::gaps::{GapLimits, GapTotals};
+use crate::log::RateLimit;
 use crate::pipeline::{BatchProcessor, Config, PipelineStats, Summary};
 use crate::validate::scalar::is_valid;
 
@@ -66,6 +67,54 @@ const POLL: Duration = Duration::from_millis(10);
 pub const MAX_STATION_ENTRIES: usize = 256;
 /// The per-station entry that aggregates stations beyond the cap.
 pub const OTHER_STATIONS: &str = "(other)";
+// Each kind of event a station can cause is rate-limited (see crate::log).
+static LOG_CONNECT: RateLimit = RateLimit::new(20, 10);
+static LOG_DISCONNECT: RateLimit = RateLimit::new(20, 10);
+static LOG_IDLE: RateLimit = RateLimit::new(20, 10);
+static LOG_HELLO: RateLimit = RateLimit::new(10, 10);
+static LOG_REJECTED: RateLimit = RateLimit::new(10, 10);
+static LOG_SUSPECT: RateLimit = RateLimit::new(5, 10);
+static LOG_REANCHOR: RateLimit = RateLimit::new(5, 10);
+static LOG_EVICT: RateLimit = RateLimit::new(5, 10);
+
+/// Logs what the window did in one batch: suspect frames dropped,
+/// satellites re-anchored, satellites' window state evicted (rate-limited).
+fn log_window_events(before: &PipelineStats, now: &PipelineStats) {
+    let suspect = now.suspect.saturating_sub(before.suspect);
+    if suspect > 0 {
+        if let Some(suppressed) = LOG_SUSPECT.allow() {
+            tracing::warn!(
+                frames = suspect,
+                total = now.suspect,
+                suppressed,
+                "suspect frames dropped: too far above their satellite's highest seq (--max-seq-jump)"
+            );
+        }
+    }
+    let reanchors = now.reanchors.saturating_sub(before.reanchors);
+    if reanchors > 0 {
+        if let Some(suppressed) = LOG_REANCHOR.allow() {
+            tracing::warn!(
+                satellites = reanchors,
+                total = now.reanchors,
+                suppressed,
+                "satellite windows re-anchored where their frames kept landing (--reanchor-after)"
+            );
+        }
+    }
+    let evicted = now.evicted_sats.saturating_sub(before.evicted_sats);
+    if evicted > 0 {
+        if let Some(suppressed) = LOG_EVICT.allow() {
+            tracing::warn!(
+                satellites = evicted,
+                total = now.evicted_sats,
+                suppressed,
+                "satellite window state evicted to stay within --window-memory"
+            );
+        }
+    }
+}
+
 /// A connection idle at least this long may be closed to admit a new one
 /// when `max_connections` is reached.
 const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
@@ -407,8 +456,10 @@ pub fn serve_with(
     {
         let n = rebuild_window(path, &mut stages)?;
         if n > 0 {
-            eprintln!(
-                "meridian: window rebuilt from the last {n} frames of {}",
+            tracing::info!(
+                frames = n,
+                path = %path.display(),
+                "window rebuilt from the last {n} frames of {}",
                 path.display()
             );
         }
@@ -428,7 +479,7 @@ pub fn serve_with(
         Some(a) => Some(a.spawn(Arc::clone(&metrics), Arc::clone(&done))?),
         None => None,
     };
-    // The stats line has a thread of its own, so it goes on ticking while
+    // The stats event has a thread of its own, so it goes on ticking while
     // the pipeline is blocked on a slow or absent downstream.
     let ticker = match cfg.stats_interval {
         Some(every) => {
@@ -439,11 +490,7 @@ pub fn serve_with(
                 while !done.load(Ordering::SeqCst) {
                     if last.elapsed() >= every {
                         last = Instant::now();
-                        eprintln!(
-                            "serve: {}{}",
-                            metrics.line(),
-                            if stop.requested() { " (stopping)" } else { "" }
-                        );
+                        metrics.log_stats(stop.requested());
                     }
                     thread::sleep(POLL);
                 }
@@ -470,8 +517,8 @@ pub fn serve_with(
                 let since = Instant::now();
                 while !done.load(Ordering::SeqCst) {
                     if since.elapsed() >= HARD_EXIT_AFTER {
-                        eprintln!(
-                            "meridian: still blocked {} s after the hard stop; exiting without a summary",
+                        tracing::error!(
+                            "still blocked {} s after the hard stop; exiting without a summary",
                             HARD_EXIT_AFTER.as_secs()
                         );
                         std::process::exit(1);
@@ -602,10 +649,25 @@ fn accept_loop(
         };
         if live.load(Ordering::SeqCst) >= cfg.max_connections && !make_room(&conns) {
             c.rejected += 1;
+            if let Some(suppressed) = LOG_REJECTED.allow() {
+                tracing::warn!(
+                    %peer,
+                    max_connections = cfg.max_connections,
+                    suppressed,
+                    "connection rejected: at --max-connections and none idle"
+                );
+            }
             drop(stream); // closed at once; the others are unaffected
             continue;
         } else if live.load(Ordering::SeqCst) >= cfg.max_connections {
             c.evicted += 1;
+            if let Some(suppressed) = LOG_IDLE.allow() {
+                tracing::info!(
+                    %peer,
+                    suppressed,
+                    "closed the longest-idle connection to make room (--max-connections)"
+                );
+            }
         }
         let (Ok(closer), Ok(())) = (stream.try_clone(), stream.set_nonblocking(false)) else {
             c.accept_errors += 1;
@@ -699,21 +761,28 @@ impl Conn {
         let cfg = &self.cfg;
         let _ = set_keepalive(&self.stream);
         let deadline = Instant::now() + cfg.hello_timeout;
-        let (opening, leftover) =
-            match session::read_opening(&mut self.stream, deadline, &self.stop) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    self.hello_errors.fetch_add(1, Ordering::SeqCst);
-                    eprintln!("meridian: {}: bad HELLO ({e}); closed", self.peer);
-                    return;
+        let (opening, leftover) = match session::read_opening(
+            &mut self.stream,
+            deadline,
+            &self.stop,
+        ) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.hello_errors.fetch_add(1, Ordering::SeqCst);
+                if let Some(suppressed) = LOG_HELLO.allow() {
+                    tracing::warn!(peer = %self.peer, error = %e, suppressed, "bad HELLO; closed");
                 }
-                Err(_) => return, // reset before a byte: nothing to count
-            };
+                return;
+            }
+            Err(_) => return, // reset before a byte: nothing to count
+        };
         if matches!(opening, Opening::NeedMore) && !leftover.is_empty() {
             // Part of a HELLO and no more: a session that would never be acked
             // if taken as a plain stream.
             self.hello_errors.fetch_add(1, Ordering::SeqCst);
-            eprintln!("meridian: {}: incomplete HELLO; closed", self.peer);
+            if let Some(suppressed) = LOG_HELLO.allow() {
+                tracing::warn!(peer = %self.peer, suppressed, "incomplete HELLO; closed");
+            }
             return;
         }
         let (station, session) = match &opening {
@@ -725,6 +794,9 @@ impl Conn {
         let cell = self.metrics.station(&station);
         let station = cell.station.clone();
         cell.connect(&self.peer.to_string(), session);
+        if let Some(suppressed) = LOG_CONNECT.allow() {
+            tracing::info!(%station, peer = %self.peer, session, suppressed, "station connected");
+        }
         // ACKs are small and written by the pipeline thread: never let one
         // block it for long on a station that does not read.
         let _ = self
@@ -795,7 +867,40 @@ impl Conn {
             },
         );
         // A socket that cannot be set up ends like a reset, with nothing decoded.
-        let stats = read.map(|(_, stats)| stats).unwrap_or_default();
+        let (stats, reset) = match read {
+            Ok((_, stats)) => (stats, None),
+            Err(e) => (DecodeStats::default(), Some(e)),
+        };
+        match (&reset, idle_closed.get()) {
+            (Some(e), _) => {
+                if let Some(suppressed) = LOG_DISCONNECT.allow() {
+                    tracing::warn!(%station, peer = %self.peer, error = %e, suppressed, "station connection reset");
+                }
+            }
+            (None, true) => {
+                if let Some(suppressed) = LOG_IDLE.allow() {
+                    tracing::info!(
+                        %station,
+                        peer = %self.peer,
+                        idle_ms = cfg.idle_timeout.as_millis() as u64,
+                        suppressed,
+                        "station closed: idle"
+                    );
+                }
+            }
+            (None, false) => {
+                if let Some(suppressed) = LOG_DISCONNECT.allow() {
+                    tracing::info!(
+                        %station,
+                        peer = %self.peer,
+                        frames = stats.frames_decoded,
+                        bytes = stats.input_bytes,
+                        suppressed,
+                        "station disconnected"
+                    );
+                }
+            }
+        }
         // What was decoded after the last chunk (bad headers, say).
         cell.decoded(&counted, &stats, false);
         let _ = tx.send(Msg::Closed(Box::new(ClosedConn {
@@ -959,6 +1064,7 @@ impl Forwarder<'_> {
             .observe_gaps(&self.batch, self.stages.row_ids());
         self.tally_origins();
         let now_stats = self.stages.stats();
+        log_window_events(&self.published, &now_stats);
         self.metrics.pipeline(&self.published, &now_stats);
         self.published = now_stats;
         let frames = self.stages.row_ids().len() as u64;
@@ -1009,7 +1115,7 @@ impl Forwarder<'_> {
                 self.unsent_bytes += bytes;
                 self.acks.clear();
                 if !self.reported {
-                    eprintln!("meridian: giving up on the downstream: {e}");
+                    tracing::error!(error = %e, "giving up on the downstream");
                     self.reported = true;
                 }
             }
