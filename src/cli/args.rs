@@ -27,7 +27,7 @@ pub(crate) enum Command {
     /// Write a deterministic synthetic ground-station capture, or send it as stations over TCP.
     Gen(GenArgs),
     /// Take frames from ground stations over TCP and forward them downstream.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A checking downstream: count frames, check CRCs and that no key repeats.
     Sink(SinkArgs),
 }
@@ -168,9 +168,17 @@ pub(crate) fn parse_positive(s: &str) -> Result<f64, String> {
     }
 }
 
+// One of --forward, --forward-raw, --out is required, on the command line
+// or in --config (checked once the file is applied); a flag given twice
+// takes its last value (the file's flags come first).
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["forward", "forward_raw", "out"])))]
+#[command(group(clap::ArgGroup::new("target").args(["forward", "forward_raw", "out"])))]
+#[command(args_override_self = true)]
 pub(crate) struct ServeArgs {
+    /// Read options from this TOML file (keys as the flags, with _ for -;
+    /// see examples/meridian.toml); flags given here override it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<String>,
     /// Address to accept ground-station connections on.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     pub(crate) listen: String,
@@ -186,7 +194,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<String>,
     /// With --out: start the file empty instead of appending.
-    #[arg(long, requires = "out")]
+    #[arg(long)]
     pub(crate) truncate: bool,
     /// The HELLO name sent to a session downstream.
     #[arg(long, default_value = "meridian", value_name = "NAME")]

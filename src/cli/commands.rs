@@ -216,9 +216,26 @@ fn init_log(args: &LogArgs) -> Result<(), CliError> {
         .map_err(CliError::Usage)
 }
 
-/// `serve`: stations in, one downstream out.
+/// `serve`: stations in, one downstream out; with `--config`, the file's
+/// options under the command line's.
 pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let merged;
+    let args = match &args.config {
+        Some(path) => {
+            // What followed `serve` on the command line.
+            let cli: Vec<std::ffi::OsString> = std::env::args_os()
+                .skip_while(|a| a != "serve")
+                .skip(1)
+                .collect();
+            merged = super::config::merged_serve_args(path, &cli)?;
+            &merged
+        }
+        None => args,
+    };
     init_log(&args.log)?;
+    if args.truncate && args.out.is_none() {
+        return Err(CliError::Usage("--truncate needs --out".into()));
+    }
     let target = match (&args.forward, &args.forward_raw, &args.out) {
         (Some(addr), _, _) => Target::Forward(addr.clone()),
         (None, Some(addr), _) => Target::ForwardRaw(addr.clone()),
@@ -226,7 +243,12 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
             path: path.into(),
             truncate: args.truncate,
         },
-        _ => unreachable!("clap requires one of --forward, --forward-raw, --out"),
+        _ => {
+            return Err(CliError::Usage(
+                "serve needs one of --forward, --forward-raw, --out (on the command line or in --config)"
+                    .into(),
+            ))
+        }
     };
     let pipeline = args.pipeline.config_with(WindowLimits::SERVICE);
     pipeline
