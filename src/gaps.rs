@@ -2,17 +2,20 @@
 //! forwarded that were never forwarded.
 //!
 //! [`GapTracker`] is fed the forwarded (sat, seq) keys once per batch
-//! ([`GapTracker::observe`], the forwarded rows of a batch come out in
-//! (sat, seq) order, so a satellite costs one lookup per batch and a frame
-//! that continues its satellite's run costs one comparison). It keeps each
-//! satellite's lowest and highest seq, its frames, and its open missing
-//! ranges; a key that lands in an open range *fills* it (a late frame),
-//! and is counted as filled.
+//! ([`GapTracker::observe`]; the forwarded rows of a batch come out in
+//! (sat, seq) order, so a satellite costs one lookup per batch). It keeps
+//! each satellite's lowest and highest seq, its frames, and its open
+//! missing ranges: the last [`RECENT`] seqs as a ring of bits (continuing
+//! the run or filling a recent gap costs a few bit operations, a run
+//! without a hole a word at a time), older ones as a map of ranges they
+//! move to as they leave the ring. A key that lands in an open range
+//! *fills* it (a late frame), and is counted as filled.
 //!
 //! # Bounded memory
 //! Hostile input can open a range per frame. The tracker keeps at most
-//! [`GapLimits::per_sat_ranges`] ranges per satellite and
-//! [`GapLimits::total_ranges`] over all; beyond that it forgets the
+//! [`GapLimits::per_sat_ranges`] ranges per satellite in the map (and at
+//! most `RECENT / 2` more in its ring) and [`GapLimits::total_ranges`] in
+//! all maps; beyond that it forgets the
 //! satellite's lowest range (its seqs stay counted as missing: a later
 //! frame there can no longer be told from a repeat, so it is not counted
 //! as a fill) and counts it in `dropped_ranges`. At most
@@ -69,8 +72,17 @@ impl Default for GapLimits {
     }
 }
 
-/// One satellite's state.
-#[derive(Debug, Clone, Default)]
+/// Seqs of a satellite's recent span kept as a bitmap: a frame that fills
+/// a gap there, or continues the run, costs a few bit operations.
+pub const RECENT: u64 = 1024;
+const WORDS: usize = (RECENT / 64) as usize;
+
+/// One satellite's state. Its span `[lo, hi]` is split in two: the last
+/// [`RECENT`] seqs up to `hi` (the window, `[window_low, hi]`) as a ring of
+/// bits, set for a seq forwarded or below `lo`, clear for a missing one; and
+/// below the window, the missing ranges as a map (`ranges`), into which the
+/// window's clear bits go as they leave it.
+#[derive(Debug, Clone)]
 struct SatGaps {
     sat: u32,
     lo: u64,
@@ -81,8 +93,10 @@ struct SatGaps {
     filled: u64,
     dropped_ranges: u64,
     restarts: u64,
-    /// Open ranges, inclusive: start -> end.
+    /// Missing ranges below the window, inclusive: start -> end.
     ranges: BTreeMap<u64, u64>,
+    /// The window's ring: bit `s % RECENT` of seq `s`.
+    bits: [u64; WORDS],
 }
 
 /// The totals over all satellites; the keys the summaries gain.
@@ -151,45 +165,218 @@ pub struct GapTracker {
     untracked_frames: u64,
 }
 
+#[inline]
+fn slot(s: u64) -> (usize, u64) {
+    let i = (s % RECENT) as usize;
+    (i / 64, 1u64 << (i % 64))
+}
+
 impl SatGaps {
+    fn new(sat: u32) -> SatGaps {
+        SatGaps {
+            sat,
+            lo: 0,
+            hi: 0,
+            frames: 0,
+            missing: 0,
+            opened: 0,
+            filled: 0,
+            dropped_ranges: 0,
+            restarts: 0,
+            ranges: BTreeMap::new(),
+            bits: [0; WORDS],
+        }
+    }
+
+    /// The lowest seq of the window.
+    #[inline]
+    fn window_low(&self) -> u64 {
+        self.hi.saturating_sub(RECENT - 1)
+    }
+
+    #[inline]
+    fn bit(&self, s: u64) -> bool {
+        let (w, m) = slot(s);
+        self.bits[w] & m != 0
+    }
+
+    #[inline]
+    fn set(&mut self, s: u64) {
+        let (w, m) = slot(s);
+        self.bits[w] |= m;
+    }
+
+    #[inline]
+    fn clear(&mut self, s: u64) {
+        let (w, m) = slot(s);
+        self.bits[w] &= !m;
+    }
+
+    /// Starts the span at `seq`: every other seq of the window is below `lo`.
+    fn start(&mut self, seq: u64) {
+        self.lo = seq;
+        self.hi = seq;
+        self.bits = [u64::MAX; WORDS];
+    }
+
     #[inline]
     fn add(&mut self, seq: u64, limits: &GapLimits, total: &mut usize) {
-        if self.frames == 0 {
-            self.lo = seq;
+        if seq == self.hi.wrapping_add(1) && seq != 0 && self.frames > 0 {
+            // The run goes on: the seq leaving the window takes its gap along.
+            self.frames += 1;
+            let (w, m) = slot(seq);
+            if self.bits[w] & m == 0 && seq >= RECENT && seq - RECENT >= self.lo {
+                self.put(seq - RECENT, seq - RECENT, limits, total);
+            }
+            self.bits[w] |= m;
             self.hi = seq;
+            return;
+        }
+        if self.frames == 0 {
+            self.start(seq);
             self.frames = 1;
             return;
         }
         self.frames += 1;
         let jump = limits.restart_after_jump;
         if jump > 0 && (seq.saturating_sub(self.hi) > jump || self.lo.saturating_sub(seq) > jump) {
+            // Every open range is forgotten (its seqs still counted).
+            self.dropped_ranges += self.open_ranges().len() as u64;
             *total -= self.ranges.len();
-            self.dropped_ranges += self.ranges.len() as u64;
             self.ranges.clear();
             self.restarts += 1;
-            self.lo = seq;
-            self.hi = seq;
+            self.start(seq);
             return;
         }
         if seq > self.hi {
-            if seq - self.hi > 1 {
-                self.open(self.hi + 1, seq - 1, limits, total);
-            }
-            self.hi = seq;
+            self.advance(seq, limits, total);
         } else if seq < self.lo {
-            if self.lo - seq > 1 {
-                self.open(seq + 1, self.lo - 1, limits, total);
+            self.extend_down(seq, limits, total);
+        } else if seq >= self.window_low() {
+            if !self.bit(seq) {
+                self.set(seq);
+                self.filled += 1;
+                self.missing -= 1;
             }
-            self.lo = seq;
         } else if !self.ranges.is_empty() {
             self.fill(seq, limits, total);
         }
     }
 
-    fn open(&mut self, a: u64, b: u64, limits: &GapLimits, total: &mut usize) {
-        let n = b - a + 1;
+    /// Forwards every seq `hi + 1 ..= last` (a run with no hole), `first`
+    /// being `hi + 1`: the seqs leaving the window take their gaps along.
+    fn extend_run(&mut self, first: u64, last: u64, limits: &GapLimits, total: &mut usize) {
+        let mut s = first;
+        loop {
+            let (w, m) = slot(s);
+            if s.is_multiple_of(64) && last - s >= 63 && self.bits[w] == u64::MAX {
+                // A whole word whose leaving seqs were all forwarded.
+                if last - s == 63 {
+                    break;
+                }
+                s += 64;
+                continue;
+            }
+            if self.bits[w] & m == 0 {
+                if s >= RECENT && s - RECENT >= self.lo {
+                    self.put(s - RECENT, s - RECENT, limits, total);
+                }
+                self.bits[w] |= m;
+            }
+            if s == last {
+                break;
+            }
+            s += 1;
+        }
+        self.frames += last - first + 1;
+        self.hi = last;
+    }
+
+    /// Moves `hi` up to `h`: the seqs leaving the window keep their gaps in
+    /// the map; the seqs between the old `hi` and `h` are missing.
+    fn advance(&mut self, h: u64, limits: &GapLimits, total: &mut usize) {
+        let (hi, d) = (self.hi, h - self.hi);
+        if d >= RECENT {
+            // The whole window leaves, and the seqs up to h's window never enter it.
+            self.materialize_window(self.window_low(), hi, limits, total);
+            let below = h - (RECENT - 1); // h's window_low
+            if below > hi + 1 {
+                self.put(hi + 1, below - 1, limits, total);
+            }
+            self.bits = [0; WORDS];
+        } else {
+            // Seqs hi+1 ..= h take the slots of hi+1-RECENT ..= h-RECENT.
+            if h >= RECENT {
+                let from = (hi + 1).saturating_sub(RECENT);
+                self.materialize_window(from, h - RECENT, limits, total);
+            }
+            for s in hi + 1..h {
+                self.clear(s);
+            }
+        }
+        self.hi = h;
+        self.set(h);
+        self.opened = self.opened.saturating_add(d - 1);
+        self.missing = self.missing.saturating_add(d - 1);
+    }
+
+    /// Moves `lo` down to `k`: the seqs between are missing.
+    fn extend_down(&mut self, k: u64, limits: &GapLimits, total: &mut usize) {
+        let lo = self.lo;
+        let n = lo - k - 1;
+        let wl = self.window_low();
+        // In the window: clear (they were set as below lo).
+        for s in (k + 1).max(wl)..lo {
+            self.clear(s);
+        }
+        // Below it: one range at the bottom of the map.
+        if k + 1 < wl && k < lo - 1 {
+            self.put(k + 1, (lo - 1).min(wl - 1), limits, total);
+        }
+        self.lo = k;
         self.opened = self.opened.saturating_add(n);
         self.missing = self.missing.saturating_add(n);
+    }
+
+    /// Puts the clear bits of seqs `a ..= b` (in the window) into the map.
+    fn materialize_window(&mut self, a: u64, b: u64, limits: &GapLimits, total: &mut usize) {
+        let mut s = a.max(self.lo);
+        if s > b {
+            return;
+        }
+        loop {
+            let (w, _) = slot(s);
+            if s.is_multiple_of(64) && b - s >= 63 && self.bits[w] == u64::MAX {
+                // A whole word forwarded.
+                if b - s == 63 {
+                    break;
+                }
+                s += 64;
+                continue;
+            }
+            if !self.bit(s) {
+                let start = s;
+                while s < b && !self.bit(s + 1) {
+                    s += 1;
+                }
+                self.put(start, s, limits, total);
+            }
+            if s == b {
+                break;
+            }
+            s += 1;
+        }
+    }
+
+    /// Adds the missing range `a ..= b` (above every range in the map, or
+    /// below every one) to the map, merging it with the highest when they touch.
+    fn put(&mut self, a: u64, b: u64, limits: &GapLimits, total: &mut usize) {
+        if let Some(mut last) = self.ranges.last_entry() {
+            if *last.get() + 1 == a {
+                *last.get_mut() = b;
+                return;
+            }
+        }
         self.ranges.insert(a, b);
         *total += 1;
         self.enforce(limits, total);
@@ -228,8 +415,36 @@ impl SatGaps {
         }
     }
 
+    /// The open ranges, ascending: the map's, then the window's clear runs
+    /// (the two merged where they touch).
+    fn open_ranges(&self) -> Vec<[u64; 2]> {
+        let mut out: Vec<[u64; 2]> = self.ranges.iter().map(|(&a, &b)| [a, b]).collect();
+        if self.frames == 0 {
+            return out;
+        }
+        let mut s = self.window_low().max(self.lo);
+        loop {
+            if !self.bit(s) {
+                let start = s;
+                while s < self.hi && !self.bit(s + 1) {
+                    s += 1;
+                }
+                match out.last_mut() {
+                    Some(last) if last[1] + 1 == start => last[1] = s,
+                    _ => out.push([start, s]),
+                }
+            }
+            if s >= self.hi {
+                break;
+            }
+            s += 1;
+        }
+        out
+    }
+
     fn view(&self) -> SatView {
-        let skip = self.ranges.len().saturating_sub(SHOWN_RANGES);
+        let ranges = self.open_ranges();
+        let skip = ranges.len().saturating_sub(SHOWN_RANGES);
         SatView {
             sat: self.sat,
             lowest_seq: self.lo,
@@ -237,13 +452,8 @@ impl SatGaps {
             frames: self.frames,
             missing: self.missing,
             filled: self.filled,
-            range_count: self.ranges.len() as u64,
-            ranges: self
-                .ranges
-                .iter()
-                .skip(skip)
-                .map(|(&a, &b)| [a, b])
-                .collect(),
+            range_count: ranges.len() as u64,
+            ranges: ranges[skip..].to_vec(),
             ranges_truncated: skip > 0,
             dropped_ranges: self.dropped_ranges,
         }
@@ -277,8 +487,21 @@ impl GapTracker {
             match self.slot(sat) {
                 Some(k) => {
                     let st = &mut self.sats[k];
-                    for &r in &row_ids[i..j] {
-                        st.add(batch.seq[r as usize], &self.limits, &mut self.total_ranges);
+                    let run = &row_ids[i..j];
+                    let first = batch.seq[run[0] as usize];
+                    let last = batch.seq[run[run.len() - 1] as usize];
+                    if st.frames > 0
+                        && st.hi.checked_add(1) == Some(first)
+                        && last.checked_sub(first) == Some(run.len() as u64 - 1)
+                    {
+                        // The common case: the batch's keys continue the
+                        // satellite's run without a hole (they are unique
+                        // and ascending, so first and last tell).
+                        st.extend_run(first, last, &self.limits, &mut self.total_ranges);
+                    } else {
+                        for &r in run {
+                            st.add(batch.seq[r as usize], &self.limits, &mut self.total_ranges);
+                        }
                     }
                 }
                 None => self.untracked_frames += (j - i) as u64,
@@ -304,10 +527,7 @@ impl GapTracker {
         if self.sats.len() >= self.limits.sats {
             return None;
         }
-        self.sats.push(SatGaps {
-            sat,
-            ..SatGaps::default()
-        });
+        self.sats.push(SatGaps::new(sat));
         self.index.insert(sat, self.sats.len() - 1);
         Some(self.sats.len() - 1)
     }
@@ -320,7 +540,7 @@ impl GapTracker {
         };
         for s in &self.sats {
             t.missing = t.missing.saturating_add(s.missing);
-            t.gap_ranges += s.ranges.len() as u64;
+            t.gap_ranges += s.open_ranges().len() as u64;
             t.gaps_opened = t.gaps_opened.saturating_add(s.opened);
             t.gaps_filled += s.filled;
             t.gap_ranges_dropped += s.dropped_ranges;
@@ -329,7 +549,9 @@ impl GapTracker {
         t
     }
 
-    /// Open ranges held now, over all satellites.
+    /// Open ranges held in the map now (below each satellite's last
+    /// [`RECENT`] seqs, which a bitmap holds), over all satellites: at most
+    /// [`GapLimits::total_ranges`].
     pub fn ranges_held(&self) -> usize {
         self.total_ranges
     }
@@ -485,11 +707,30 @@ mod tests {
         assert_eq!(s.ranges, vec![[2, 2]]);
         assert_eq!((s.missing, s.dropped_ranges), (2, 1));
         assert_eq!(r.totals.gap_restarts, 1);
-        assert_eq!(t.ranges_held(), 1);
-        // Off (the default): the reset opens a gap over everything between.
+        assert_eq!(t.ranges_held(), 0); // [2, 2] is in the recent window
+                                        // Off (the default): the reset opens a gap over everything between.
         let mut t = GapTracker::new();
         t.observe_keys(&[(1, 5000), (1, 5002), (1, 0)]);
         assert_eq!(t.totals().missing, 1 + 4999);
+    }
+
+    #[test]
+    fn gaps_leave_the_recent_window_and_are_still_filled() {
+        let mut t = GapTracker::new();
+        t.observe_keys(&[(1, 0), (1, 5), (1, 3000)]);
+        // [1, 4] and [6, 1976] went to the map; [1977, 2999] is in the window.
+        assert_eq!(t.ranges_held(), 2);
+        let r = t.report(false);
+        assert_eq!(r.satellites[0].ranges, vec![[1, 4], [6, 2999]]);
+        t.observe_keys(&[(1, 100), (1, 2000)]);
+        let r = t.report(false);
+        assert_eq!(
+            r.satellites[0].ranges,
+            vec![[1, 4], [6, 99], [101, 1999], [2001, 2999]]
+        );
+        assert_eq!(t.ranges_held(), 3);
+        assert_eq!((r.totals.missing, r.totals.gaps_filled), (4 + 2994 - 2, 2));
+        assert_eq!(r.totals.gap_ranges, 4);
     }
 
     #[test]
@@ -515,7 +756,8 @@ mod tests {
         assert!(t.ranges_held() <= 20);
         let r = t.report(true);
         assert_eq!(r.satellites.len(), 3);
-        assert!(r.satellites.iter().all(|s| s.range_count <= 8));
+        // 8 below the recent window, and at most one in two of its seqs.
+        assert!(r.satellites.iter().all(|s| s.range_count <= 8 + RECENT / 2));
         assert_eq!(r.totals.gap_untracked_frames, 4000);
         assert!(r.totals.gap_ranges_dropped > 0);
         assert_eq!(
