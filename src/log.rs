@@ -84,6 +84,26 @@ pub fn init(format: LogFormat, filter: Option<&str>) -> Result<(), String> {
     Ok(())
 }
 
+/// `s` with its control characters escaped (`\n`, `\u{1b}`): a station
+/// name from a HELLO cannot start a forged line or move the cursor in a
+/// text log.
+pub fn printable(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.chars().any(char::is_control) {
+        s.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect::<String>()
+            .into()
+    } else {
+        s.into()
+    }
+}
+
 static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
 
 /// Events suppressed by every [`RateLimit`] so far.
@@ -162,6 +182,15 @@ mod tests {
         // The next window: the first event carries the count.
         assert_eq!(l.allow_at(t0 + Duration::from_secs(10)), Some(997));
         assert_eq!(l.allow_at(t0 + Duration::from_secs(11)), Some(0));
+    }
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("gs-0"), "gs-0");
+        assert_eq!(
+            printable("gs\n2026-11-22 INFO forged\u{1b}[2J"),
+            "gs\\n2026-11-22 INFO forged\\u{1b}[2J"
+        );
     }
 
     #[test]

@@ -173,3 +173,42 @@ fn a_bad_filter_or_format_exits_2_with_one_line() {
         assert!(lines[0].contains(value), "{lines:?}");
     }
 }
+
+#[test]
+fn a_station_name_cannot_forge_a_text_log_line() {
+    let dir = Scratch::new("logs-forge");
+    let out = dir.path("out.bin");
+    let (mut serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    // A HELLO (magic, version 1, name length, name) whose name holds a newline.
+    let name = b"gs\n2026-11-22T00:00:00Z  INFO FORGED";
+    let mut hello = b"MRDH\x01".to_vec();
+    hello.push(name.len() as u8);
+    hello.extend_from_slice(name);
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.write_all(&hello).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    wait_line(&serve, "disconnect event", |l| {
+        l.contains("station disconnected")
+    });
+    serve.signal("TERM");
+    let _ = serve.wait_code(WAIT);
+    let lines = serve.lines();
+    assert!(
+        !lines.iter().any(|l| l.starts_with("2026-11-22T00:00:00Z")),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.contains("station connected")
+            && l.contains(r"gs\n2026-11-22T00:00:00Z  INFO FORGED")),
+        "{lines:?}"
+    );
+}

@@ -795,7 +795,7 @@ impl Conn {
         let station = cell.station.clone();
         cell.connect(&self.peer.to_string(), session);
         if let Some(suppressed) = LOG_CONNECT.allow() {
-            tracing::info!(%station, peer = %self.peer, session, suppressed, "station connected");
+            tracing::info!(station = %crate::log::printable(&station), peer = %self.peer, session, suppressed, "station connected");
         }
         // ACKs are small and written by the pipeline thread: never let one
         // block it for long on a station that does not read.
@@ -874,13 +874,13 @@ impl Conn {
         match (&reset, idle_closed.get()) {
             (Some(e), _) => {
                 if let Some(suppressed) = LOG_DISCONNECT.allow() {
-                    tracing::warn!(%station, peer = %self.peer, error = %e, suppressed, "station connection reset");
+                    tracing::warn!(station = %crate::log::printable(&station), peer = %self.peer, error = %e, suppressed, "station connection reset");
                 }
             }
             (None, true) => {
                 if let Some(suppressed) = LOG_IDLE.allow() {
                     tracing::info!(
-                        %station,
+                        station = %crate::log::printable(&station),
                         peer = %self.peer,
                         idle_ms = cfg.idle_timeout.as_millis() as u64,
                         suppressed,
@@ -891,7 +891,7 @@ impl Conn {
             (None, false) => {
                 if let Some(suppressed) = LOG_DISCONNECT.allow() {
                     tracing::info!(
-                        %station,
+                        station = %crate::log::printable(&station),
                         peer = %self.peer,
                         frames = stats.frames_decoded,
                         bytes = stats.input_bytes,
