@@ -173,3 +173,28 @@ fn flags_override_the_file_and_the_file_takes_effect() {
     );
     drop(busy);
 }
+
+#[test]
+fn serve_tells_systemd_it_is_ready() {
+    use std::os::unix::net::UnixDatagram;
+    use std::process::{Command, Stdio};
+    let dir = Scratch::new("config-notify");
+    let sock_path = dir.path("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(WAIT)).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--out"])
+        .arg(dir.path("out.bin"))
+        .env("NOTIFY_SOCKET", &sock_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 64];
+    let got = sock.recv(&mut buf);
+    let _ = child.kill();
+    let _ = child.wait();
+    let n = got.expect("READY=1 within the wait");
+    assert_eq!(&buf[..n], b"READY=1");
+}

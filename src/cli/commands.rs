@@ -324,6 +324,10 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
     if let Some(at) = admin.as_ref().and_then(AdminServer::local_addr) {
         eprintln!("meridian: admin on {at}");
     }
+    // Under systemd (Type=notify): listening, and the admin server bound.
+    if let Err(e) = serve::notify_ready() {
+        tracing::warn!(error = %e, "could not notify systemd (NOTIFY_SOCKET)");
+    }
     let s = serve::serve_with(listener, &cfg, stop, admin)
         .map_err(|e| CliError::runtime("serve failed", e))?;
     if args.json {

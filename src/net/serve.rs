@@ -387,6 +387,29 @@ pub fn bind(listen: &str) -> io::Result<TcpListener> {
     Ok(l)
 }
 
+/// Tells systemd (a `Type=notify` unit) that serve is ready: `READY=1` as
+/// one datagram to the socket named by `NOTIFY_SOCKET` (a path, or an
+/// abstract name after `@`). Returns false when the variable is unset.
+///
+/// # Errors
+/// When the socket cannot be reached.
+pub fn notify_ready() -> io::Result<bool> {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let sock = UnixDatagram::unbound()?;
+    let bytes = target.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        sock.send_to_addr(b"READY=1", &addr)?;
+    } else {
+        sock.send_to(b"READY=1", &target)?;
+    }
+    Ok(true)
+}
+
 /// Feeds the frames of the last [`REBUILD_TAIL_BYTES`] of `path` into the
 /// window, as already forwarded, so a restart appending to it adds no copy
 /// of what it holds. Returns the frames read back.
