@@ -219,19 +219,67 @@ impl SatGaps {
         self.bits = [u64::MAX; WORDS];
     }
 
+    /// Feeds one key.
     #[inline]
     fn add(&mut self, seq: u64, limits: &GapLimits, total: &mut usize) {
-        if seq == self.hi.wrapping_add(1) && seq != 0 && self.frames > 0 {
-            // The run goes on: the seq leaving the window takes its gap along.
-            self.frames += 1;
-            let (w, m) = slot(seq);
-            if self.bits[w] & m == 0 && seq >= RECENT && seq - RECENT >= self.lo {
-                self.put(seq - RECENT, seq - RECENT, limits, total);
+        self.add_all(std::iter::once(seq), limits, total);
+    }
+
+    /// Feeds keys in order. The two common cases (a short step up; a recent
+    /// gap filled or a recent seq repeated) run on copies of the counters
+    /// in registers; the rest goes out of line with them written back.
+    #[inline]
+    fn add_all(&mut self, seqs: impl Iterator<Item = u64>, limits: &GapLimits, total: &mut usize) {
+        let jump = limits.restart_after_jump;
+        let (mut lo, mut hi, mut frames) = (self.lo, self.hi, self.frames);
+        let (mut missing, mut opened, mut filled) = (self.missing, self.opened, self.filled);
+        for seq in seqs {
+            if frames > 0 {
+                if seq > hi {
+                    let d = seq - hi;
+                    if d <= 8 && (jump == 0 || d <= jump) {
+                        // Each new seq takes the slot of one leaving the
+                        // window, whose gap goes to the map.
+                        for s in hi + 1..=seq {
+                            let (w, m) = slot(s);
+                            if self.bits[w] & m == 0 && s >= RECENT && s - RECENT >= lo {
+                                self.put(s - RECENT, s - RECENT, limits, total);
+                            }
+                            if s == seq {
+                                self.bits[w] |= m;
+                            } else {
+                                self.bits[w] &= !m;
+                            }
+                        }
+                        frames += 1;
+                        opened = opened.saturating_add(d - 1);
+                        missing = missing.saturating_add(d - 1);
+                        hi = seq;
+                        continue;
+                    }
+                } else if seq >= lo && seq >= hi.saturating_sub(RECENT - 1) {
+                    frames += 1;
+                    let (w, m) = slot(seq);
+                    if self.bits[w] & m == 0 {
+                        self.bits[w] |= m;
+                        filled += 1;
+                        missing -= 1;
+                    }
+                    continue;
+                }
             }
-            self.bits[w] |= m;
-            self.hi = seq;
-            return;
+            (self.lo, self.hi, self.frames) = (lo, hi, frames);
+            (self.missing, self.opened, self.filled) = (missing, opened, filled);
+            self.add_slow(seq, limits, total);
+            (lo, hi, frames) = (self.lo, self.hi, self.frames);
+            (missing, opened, filled) = (self.missing, self.opened, self.filled);
         }
+        (self.lo, self.hi, self.frames) = (lo, hi, frames);
+        (self.missing, self.opened, self.filled) = (missing, opened, filled);
+    }
+
+    #[inline(never)]
+    fn add_slow(&mut self, seq: u64, limits: &GapLimits, total: &mut usize) {
         if self.frames == 0 {
             self.start(seq);
             self.frames = 1;
@@ -370,6 +418,7 @@ impl SatGaps {
 
     /// Adds the missing range `a ..= b` (above every range in the map, or
     /// below every one) to the map, merging it with the highest when they touch.
+    #[inline(never)]
     fn put(&mut self, a: u64, b: u64, limits: &GapLimits, total: &mut usize) {
         if let Some(mut last) = self.ranges.last_entry() {
             if *last.get() + 1 == a {
@@ -499,9 +548,8 @@ impl GapTracker {
                         // and ascending, so first and last tell).
                         st.extend_run(first, last, &self.limits, &mut self.total_ranges);
                     } else {
-                        for &r in run {
-                            st.add(batch.seq[r as usize], &self.limits, &mut self.total_ranges);
-                        }
+                        let seqs = run.iter().map(|&r| batch.seq[r as usize]);
+                        st.add_all(seqs, &self.limits, &mut self.total_ranges);
                     }
                 }
                 None => self.untracked_frames += (j - i) as u64,
