@@ -212,3 +212,40 @@ fn a_station_name_cannot_forge_a_text_log_line() {
         "{lines:?}"
     );
 }
+
+#[test]
+fn an_idle_station_is_logged_when_closed() {
+    let dir = Scratch::new("logs-idle");
+    let out = dir.path("out.bin");
+    let (mut serve, addr) = Proc::listening(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--out",
+        out.to_str().unwrap(),
+        "--log-format",
+        "json",
+        "--idle-timeout-ms",
+        "300",
+        "--json",
+    ]);
+    // A plain stream that sends one frame and then nothing.
+    let mut frame = Vec::new();
+    meridian_pipeline::wire::encode_frame(&mut frame, 3, 1, 0, b"then silence");
+    let mut c = TcpStream::connect(&addr).unwrap();
+    let me = c.local_addr().unwrap().to_string();
+    c.write_all(&frame).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest); // serve closes it once idle
+    wait_line(&serve, "idle event", |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|v| {
+            v["message"] == "station closed: idle"
+                && v["station"] == me.as_str()
+                && v["idle_ms"] == 300
+        })
+    });
+    serve.signal("TERM");
+    let s = serve.finish(WAIT, 0);
+    assert_eq!(s["idle_closed"], 1);
+}
