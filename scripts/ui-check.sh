@@ -143,6 +143,24 @@ sys.exit(0 if live and plain else 1)'
 }
 for _ in $(seq 200); do extra_up && break; sleep 0.05; done
 extra_up || fail "live-0 or the idle connection did not show in /api/links"
+# serve samples each station's frames once a second: live-0, paced at 400
+# frames/s, must show a rate near that over 1 s and 60 s.
+live_rate() {
+    curl -sf "http://$admin/api/links" | python3 -c '
+import json, sys
+l = {l["station"]: l for l in json.load(sys.stdin)}["live-0"]
+r1, r60 = l["frames_per_s_1s"], l["frames_per_s_60s"]
+if r1 is None or r60 is None:
+    sys.exit(1)
+if not (100 <= r1 <= 2000 and 100 <= r60 <= 2000):
+    print(f"live-0 rates {r1} and {r60} frames/s, paced at 400", file=sys.stderr)
+    sys.exit(2)
+print(f"live-0: {r1:.0f} frames/s over 1 s, {r60:.0f} over 60 s (paced at 400)")'
+}
+rate_line=""
+for _ in $(seq 100); do rate_line=$(live_rate) && break; sleep 0.05; done
+[ -n "$rate_line" ] || fail "no frames/s for live-0 in /api/links after 5 s (or far from 400)"
+echo "$rate_line"
 sleep 1
 
 # browse BUDGET_MS ARGS...: headless Chromium on the page for BUDGET_MS of

@@ -122,6 +122,10 @@ fn ui_check_passes_in_headless_chromium() {
         stdout.contains("sat 4001: gap 7\u{2013}9 (3 missing) on the page and in /api/gaps"),
         "no gap line:\n{stdout}"
     );
+    assert!(
+        stdout.contains("live-0: ") && stdout.contains("(paced at 400)"),
+        "no live-0 rate line:\n{stdout}"
+    );
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(png.len() > 10_000, "a suspiciously small screenshot");
