@@ -120,6 +120,15 @@ fn json_logs_carry_station_events_and_stats_and_cut_a_flood() {
             .any(|e| e["station"] == "log-0" && e["session"] == true),
         "{connected:?}"
     );
+    // The stop is announced with its deadlines (the defaults here).
+    assert!(
+        events.iter().any(|e| e["message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("stopping:"))
+            && e["grace_ms"] == 2000
+            && e["drain_ms"] == 5000),
+        "no stopping event"
+    );
     let gone = of("station disconnected");
     assert!(
         gone.iter()

@@ -524,11 +524,25 @@ pub fn serve_with(
     let watchdog = {
         let (stop, hard, done) = (Arc::clone(&stop), Arc::clone(&hard), Arc::clone(&done));
         let limit = cfg.grace + cfg.drain;
+        let (grace_ms, drain_ms) = (cfg.grace.as_millis() as u64, cfg.drain.as_millis() as u64);
         thread::Builder::new()
             .name("deadline".into())
             .spawn(move || {
+                let mut announced = false;
                 while !done.load(Ordering::SeqCst) {
+                    if stop.requested() && !announced {
+                        announced = true;
+                        tracing::info!(
+                            grace_ms,
+                            drain_ms,
+                            "stopping: stations may send for grace_ms, then what was read is delivered within drain_ms"
+                        );
+                    }
                     if stop.hurried() || stop.past(limit) {
+                        tracing::warn!(
+                            second_signal = stop.hurried(),
+                            "hard stop: retrying ends; what is not delivered now is counted unacked"
+                        );
                         hard.trigger();
                         break;
                     }
