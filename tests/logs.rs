@@ -258,3 +258,32 @@ fn an_idle_station_is_logged_when_closed() {
     let s = serve.finish(WAIT, 0);
     assert_eq!(s["idle_closed"], 1);
 }
+
+#[test]
+fn sink_logs_a_failed_connection_as_json() {
+    let (mut sink, addr) = Proc::listening(&[
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--connections",
+        "1",
+        "--json",
+        "--log-format",
+        "json",
+    ]);
+    bad_hellos(&addr, 1);
+    let s = sink.finish(WAIT, 0);
+    assert_eq!(s["hello_errors"], 1);
+    let lines = sink.lines();
+    let failed: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"] == "sink: connection failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{lines:?}");
+    assert_eq!(failed[0]["level"], "WARN");
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("version"),
+        "{failed:?}"
+    );
+}
