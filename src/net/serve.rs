@@ -524,20 +524,10 @@ pub fn serve_with(
     let watchdog = {
         let (stop, hard, done) = (Arc::clone(&stop), Arc::clone(&hard), Arc::clone(&done));
         let limit = cfg.grace + cfg.drain;
-        let (grace_ms, drain_ms) = (cfg.grace.as_millis() as u64, cfg.drain.as_millis() as u64);
         thread::Builder::new()
             .name("deadline".into())
             .spawn(move || {
-                let mut announced = false;
                 while !done.load(Ordering::SeqCst) {
-                    if stop.requested() && !announced {
-                        announced = true;
-                        tracing::info!(
-                            grace_ms,
-                            drain_ms,
-                            "stopping: stations may send for grace_ms, then what was read is delivered within drain_ms"
-                        );
-                    }
                     if stop.hurried() || stop.past(limit) {
                         tracing::warn!(
                             second_signal = stop.hurried(),
@@ -747,6 +737,11 @@ fn accept_loop(
             Err(_) => c.accept_errors += 1, // the guard went with the closure
         }
     }
+    tracing::info!(
+        grace_ms = cfg.grace.as_millis() as u64,
+        drain_ms = cfg.drain.as_millis() as u64,
+        "stopping: stations may send for grace_ms, then what was read is delivered within drain_ms"
+    );
     drop(listener); // stop accepting
     drop(tx);
     for h in threads {
