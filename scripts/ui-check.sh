@@ -6,7 +6,9 @@
 # a paced third station (live-0) and one idle plain connection so the page
 # shows all three states, and loads the page with headless Chromium:
 # `--dump-dom` must show gs-0 and gs-1 with the frame counts serve's JSON
-# summary reports for them at exit; `--screenshot` saves the page.
+# summary reports for them at exit, and the gap of a plain stream that
+# leaves out sat 4001's seqs 7..9 (in its gap table and in /api/gaps);
+# `--screenshot` saves the page.
 #
 # OVERWRITES docs/status.png (the README's screenshot) unless
 # UI_SCREENSHOT=PATH says where to write it instead (the test suite does).
@@ -68,16 +70,46 @@ serve=$!; pids+=("$serve")
 listen=$(after "$tmp/serve.err" "listening on ")
 admin=$(after "$tmp/serve.err" "admin on ")
 
-# The checked stations: they run to the end (every frame acked).
+# The checked stations: they run to the end (every frame acked). Every
+# station here sends seed 13: the same satellites over the same seqs, so
+# the only lasting gap is the deliberate one below.
 timeout 60 "$bin" gen --connect "$listen" --stations 2 --frames 6000 --seed 13 \
     --station-name gs- >/dev/null 2>"$tmp/gen.err" ||
     fail "gen --connect (gs-) failed: $(tail -n1 "$tmp/gen.err")"
 
 # A station whose name is markup: the page must show it as text.
 hostile='<img src=x alt=evil>-'
-timeout 60 "$bin" gen --connect "$listen" --stations 1 --frames 200 --seed 15 \
+timeout 60 "$bin" gen --connect "$listen" --stations 1 --frames 200 --seed 13 \
     --station-name "$hostile" >/dev/null 2>"$tmp/gen2.err" ||
     fail "gen --connect (hostile name) failed: $(tail -n1 "$tmp/gen2.err")"
+
+# A plain stream with a deliberate gap: sat 4001, seqs 0..19 without 7..9.
+python3 - "$listen" <<'PY' || fail "sending the stream with a gap failed"
+import socket, struct, sys, zlib
+host, port = sys.argv[1].rsplit(":", 1)
+buf = b""
+for seq in [s for s in range(20) if not 7 <= s <= 9]:
+    payload = b"gap check"
+    body = struct.pack("<IQBBH", 4001, seq, 0, 1, len(payload)) + payload
+    buf += b"\x1a\xcf\xfc\x1d" + body + struct.pack("<I", zlib.crc32(body))
+s = socket.create_connection((host, int(port)), timeout=10)
+s.sendall(buf)
+s.shutdown(socket.SHUT_WR)
+try:
+    while s.recv(4096):
+        pass
+except OSError:
+    pass
+PY
+gap_seen() {
+    curl -sf "http://$admin/api/gaps" | python3 -c '
+import json, sys
+sats = {s["sat"]: s for s in json.load(sys.stdin)["satellites"]}
+g = sats.get(4001)
+sys.exit(0 if g and g["ranges"] == [[7, 9]] and g["missing"] == 3 else 1)'
+}
+for _ in $(seq 200); do gap_seen && break; sleep 0.05; done
+gap_seen || fail "/api/gaps does not show sat 4001 missing exactly 7..9"
 
 # Until serve has seen both stations disconnect (bounded).
 links_done() {
@@ -91,7 +123,7 @@ links_done || fail "gs-0 and gs-1 still connected (or missing) in /api/links"
 
 # For the picture: a paced station still sending, and a plain connection
 # that sends nothing (connected, no frame yet: stale).
-"$bin" gen --connect "$listen" --stations 1 --frames 20000 --seed 14 --rate 400 \
+"$bin" gen --connect "$listen" --stations 1 --frames 20000 --seed 13 --rate 400 \
     --station-name live- >/dev/null 2>"$tmp/live.err" &
 live=$!; pids+=("$live")
 python3 -c '
@@ -111,6 +143,24 @@ sys.exit(0 if live and plain else 1)'
 }
 for _ in $(seq 200); do extra_up && break; sleep 0.05; done
 extra_up || fail "live-0 or the idle connection did not show in /api/links"
+# serve samples each station's frames once a second: live-0, paced at 400
+# frames/s, must show a rate near that over 1 s and 60 s.
+live_rate() {
+    curl -sf "http://$admin/api/links" | python3 -c '
+import json, sys
+l = {l["station"]: l for l in json.load(sys.stdin)}["live-0"]
+r1, r60 = l["frames_per_s_1s"], l["frames_per_s_60s"]
+if r1 is None or r60 is None:
+    sys.exit(1)
+if not (100 <= r1 <= 2000 and 100 <= r60 <= 2000):
+    print(f"live-0 rates {r1} and {r60} frames/s, paced at 400", file=sys.stderr)
+    sys.exit(2)
+print(f"live-0: {r1:.0f} frames/s over 1 s, {r60:.0f} over 60 s (paced at 400)")'
+}
+rate_line=""
+for _ in $(seq 100); do rate_line=$(live_rate) && break; sleep 0.05; done
+[ -n "$rate_line" ] || fail "no frames/s for live-0 in /api/links after 5 s (or far from 400)"
+echo "$rate_line"
 sleep 1
 
 # browse BUDGET_MS ARGS...: headless Chromium on the page for BUDGET_MS of
@@ -125,7 +175,7 @@ browse() {
 }
 browse 5000 --dump-dom >"$tmp/dom.html" || fail "chromium --dump-dom failed: $(tail -n1 "$tmp/chromium.err")"
 rm -f "$shot"
-browse 20000 --screenshot="$shot" --window-size=1200,700 >/dev/null ||
+browse 20000 --screenshot="$shot" --window-size=1400,820 >/dev/null ||
     fail "chromium --screenshot failed: $(tail -n1 "$tmp/chromium.err")"
 [ -s "$shot" ] || fail "chromium wrote no screenshot at $shot"
 
@@ -149,10 +199,12 @@ def fail(msg):
 lines = [l for l in open(sys.argv[1]).read().splitlines() if l.startswith("{")]
 if not lines:
     fail("no JSON summary from serve")
-summary = {s["station"]: s for s in json.loads(lines[-1])["stations"]}
+summary_all = json.loads(lines[-1])
+summary = {s["station"]: s for s in summary_all["stations"]}
 
 class Rows(HTMLParser):
-    """Each <tr data-station>: its cells' text by class; the tags seen."""
+    """Each <tr data-station> (and <tr data-sat>, as "sat N"): its cells'
+    text by class; the tags seen."""
     def __init__(self):
         super().__init__()
         self.rows, self.row, self.cell, self.tags = {}, None, None, set()
@@ -161,6 +213,8 @@ class Rows(HTMLParser):
         a = dict(attrs)
         if tag == "tr" and "data-station" in a:
             self.row = self.rows.setdefault(a["data-station"], {})
+        elif tag == "tr" and "data-sat" in a:
+            self.row = self.rows.setdefault("sat " + a["data-sat"], {})
         elif tag == "td" and self.row is not None:
             self.cell = (a.get("class") or "").split()
             for c in self.cell:
@@ -192,6 +246,15 @@ for name in ("gs-0", "gs-1"):
     if row.get("station", "").strip() != name:
         fail(f"{name}: the station cell reads {row.get('station')!r}")
     print(f"{name}: {want} frames on the page and in serve's summary")
+
+gap = p.rows.get("sat 4001")
+if gap is None:
+    fail(f"sat 4001 is not in the page's gap table (rows: {sorted(p.rows)})")
+if gap.get("missing", "").strip() != "3" or gap.get("ranges", "").strip() != "7\u20139":
+    fail(f"sat 4001's gap row reads {gap!r}, not 3 missing in 7\u20139")
+if summary_all.get("missing", 0) < 3:
+    fail(f"serve's summary counts {summary_all.get('missing')} missing, not at least 3")
+print("sat 4001: gap 7\u20139 (3 missing) on the page and in /api/gaps")
 
 hostile = sys.argv[3]
 if "img" in p.tags:

@@ -14,7 +14,9 @@
 //! - [`pipeline`]: [`process_stream`] (reader to writer) and
 //!   [`BatchProcessor`], the small stable entry for embedding the stages
 //!   after decode (see its module for a runnable example).
-//! - [`net`]: the TCP service (`serve`) and its peers.
+//! - [`gaps`]: per-satellite missing ranges of what was forwarded.
+//! - [`net`]: the TCP service (`serve`) and its peers; [`log`]: its
+//!   structured, rate-limited logs.
 //!
 //! # The harness
 //! [`harness`] holds what measures and tests the product and is not part of
@@ -26,7 +28,9 @@ pub mod crc;
 pub mod decode;
 pub mod dedup;
 pub mod forward;
+pub mod gaps;
 pub mod harness;
+pub mod log;
 pub mod net;
 pub mod pipeline;
 pub mod stage;

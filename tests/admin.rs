@@ -468,3 +468,190 @@ fn admin_on_a_busy_address_exits_2_with_one_line() {
     drop(busy);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `/metrics` read by a real Prometheus text parser (`prometheus-parse`):
+/// each sample's value by name and station label (`""` when unlabelled).
+fn scrape(admin: &str) -> HashMap<(String, String), f64> {
+    let (status, body) = get(admin, "/metrics");
+    assert_eq!(status, 200);
+    let scrape = prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_string()))).unwrap();
+    let mut out = HashMap::new();
+    for s in scrape.samples {
+        let v = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            _ => continue,
+        };
+        let station = s.labels.get("station").unwrap_or("").to_string();
+        assert!(
+            out.insert((s.metric.clone(), station), v).is_none(),
+            "{} twice",
+            s.metric
+        );
+    }
+    out
+}
+
+#[test]
+fn metrics_and_gaps_equal_the_summary_with_a_deliberate_gap() {
+    let (mut sink, sink_addr) = start_sink();
+    let (mut serve, addr, admin) = start_serve(&["--forward", &sink_addr, "--json"]);
+    // Named stations, no invalid copies: every gen satellite is complete.
+    let gen = Command::new(BIN)
+        .args([
+            "gen",
+            "--connect",
+            &addr,
+            "--stations",
+            "3",
+            "--frames",
+            "6000",
+        ])
+        .args([
+            "--seed",
+            "21",
+            "--invalid-rate",
+            "0",
+            "--station-name",
+            "gs-",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Sat 4000, seqs 0..=6: 3 has a CRC error and 4 a bad header, so 3..=4 is the gap.
+    let plain = send_damaged(&addr);
+    wait_ok(gen, WAIT);
+
+    let deadline = Instant::now() + WAIT;
+    let m = loop {
+        let m = scrape(&admin);
+        let connected: Vec<f64> = m
+            .iter()
+            .filter(|((n, _), _)| n == "meridian_station_connected")
+            .map(|(_, v)| *v)
+            .collect();
+        if connected.len() == 4
+            && connected.iter().all(|&v| v == 0.0)
+            && m[&("meridian_unacked_bytes".into(), String::new())] == 0.0
+        {
+            break m;
+        }
+        assert!(Instant::now() < deadline, "still moving: {m:?}");
+        thread::sleep(Duration::from_millis(50));
+    };
+    let (status, gaps) = get(&admin, "/api/gaps");
+    assert_eq!(status, 200);
+    let gaps: Value = serde_json::from_str(&gaps).unwrap();
+    let (_, all) = get(&admin, "/api/gaps?all=1");
+    let all: Value = serde_json::from_str(&all).unwrap();
+    let (_, links) = get(&admin, "/api/links");
+    let links: Value = serde_json::from_str(&links).unwrap();
+    serve.signal("TERM");
+    let s = serve.finish(WAIT, 0);
+    let _ = sink.finish(WAIT, 0);
+
+    // Exactly the gap left out.
+    assert_eq!(s["missing"], 2, "{s}");
+    assert_eq!(s["gap_ranges"], 1);
+    // Stations interleave: a seq one station has not delivered yet opens a
+    // gap that another's copy fills; only 3..=4 of sat 4000 stays open.
+    assert_eq!(
+        s["gaps_opened"].as_u64().unwrap(),
+        s["gaps_filled"].as_u64().unwrap() + 2
+    );
+    let sats = gaps["satellites"].as_array().unwrap();
+    assert_eq!(sats.len(), 1, "{gaps}");
+    let g = &sats[0];
+    assert_eq!(g["sat"], 4000);
+    assert_eq!(g["ranges"], serde_json::json!([[3, 4]]));
+    assert_eq!(
+        (
+            &g["missing"],
+            &g["lowest_seq"],
+            &g["highest_seq"],
+            &g["frames"]
+        ),
+        (
+            &Value::from(2),
+            &Value::from(0),
+            &Value::from(6),
+            &Value::from(5)
+        )
+    );
+    assert_eq!(g["filled"], 0);
+    assert_eq!(g["ranges_truncated"], false);
+    assert_eq!(gaps["missing"], 2);
+    // ?all=1 lists every satellite: 48 from gen, complete, and sat 4000.
+    let every = all["satellites"].as_array().unwrap();
+    assert_eq!(every.len(), 49);
+    assert!(every
+        .iter()
+        .all(|x| x["sat"] == 4000 || (x["missing"] == 0 && x["range_count"] == 0)));
+
+    // Serve-wide counters equal the summary.
+    let one = |name: &str| m[&(name.to_string(), String::new())];
+    for (metric, key) in [
+        ("meridian_frames_forwarded_total", "forwarded"),
+        ("meridian_frames_duplicate_total", "duplicates"),
+        ("meridian_frames_invalid_total", "invalid"),
+        ("meridian_frames_late_total", "late"),
+        ("meridian_frames_missing_total", "gaps_opened"),
+        ("meridian_frames_gap_filled_total", "gaps_filled"),
+        ("meridian_gap_missing_seqs", "missing"),
+        ("meridian_gap_ranges", "gap_ranges"),
+    ] {
+        assert_eq!(
+            one(metric),
+            s[key].as_u64().unwrap() as f64,
+            "{metric} vs {key}"
+        );
+    }
+    assert_eq!(
+        one("meridian_frames_missing_total") - one("meridian_frames_gap_filled_total"),
+        2.0
+    );
+
+    // Per station: first copies and duplicates add up to the summary's totals.
+    let stations = s["stations"].as_array().unwrap();
+    assert_eq!(stations.len(), 4);
+    let (mut first, mut dups) = (0, 0);
+    for st in stations {
+        let name = st["station"].as_str().unwrap().to_string();
+        for (metric, key) in [
+            ("meridian_first_copies_total", "first_copies"),
+            ("meridian_frames_received_total", "frames_decoded"),
+            ("meridian_crc_errors_total", "crc_errors"),
+        ] {
+            assert_eq!(
+                m[&(metric.to_string(), name.clone())],
+                st[key].as_u64().unwrap() as f64,
+                "{metric} of {name}"
+            );
+        }
+        first += st["first_copies"].as_u64().unwrap();
+        dups += st["duplicates"].as_u64().unwrap();
+        let l = links
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["station"] == st["station"])
+            .unwrap();
+        assert_eq!(l["first_copies"], st["first_copies"]);
+        assert_eq!(l["duplicates"], st["duplicates"]);
+        if name == plain {
+            assert_eq!(st["first_copies"], 5);
+            assert_eq!(st["duplicates"], 0);
+            assert!(l["ack_lag_bytes"].is_null() && l["acked_offset"].is_null());
+        } else {
+            assert!(st["first_copies"].as_u64().unwrap() > 0, "{st}");
+            // Everything read was acked.
+            assert_eq!(l["ack_lag_bytes"], 0, "{l}");
+            assert!(l["acked_offset"].as_u64().unwrap() > 0);
+        }
+    }
+    assert_eq!(first, s["forwarded"].as_u64().unwrap());
+    assert_eq!(dups, s["duplicates"].as_u64().unwrap());
+    assert!(dups > 0);
+}

@@ -2,7 +2,7 @@
 //! nothing fetched from outside and no HTML built from strings, and, in a
 //! real browser, `scripts/ui-check.sh` (headless Chromium against a running
 //! `serve`; the script installs Debian's chromium when it is missing, and
-//! this test fails when it cannot).
+//! this test fails when it cannot): station rows and a deliberate gap.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -118,6 +118,14 @@ fn ui_check_passes_in_headless_chromium() {
             "no {name} line:\n{stdout}"
         );
     }
+    assert!(
+        stdout.contains("sat 4001: gap 7\u{2013}9 (3 missing) on the page and in /api/gaps"),
+        "no gap line:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("live-0: ") && stdout.contains("(paced at 400)"),
+        "no live-0 rate line:\n{stdout}"
+    );
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
     assert!(png.len() > 10_000, "a suspiciously small screenshot");

@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits, MAX_WINDOW};
 use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::harness::layout::Layout;
+use meridian_pipeline::log::LogFormat;
 use meridian_pipeline::pipeline::{Config, DEFAULT_BATCH_SIZE, DEFAULT_MAX_SAT, MAX_BATCH_SIZE};
 use meridian_pipeline::DEFAULT_WINDOW;
 
@@ -26,7 +27,7 @@ pub(crate) enum Command {
     /// Write a deterministic synthetic ground-station capture, or send it as stations over TCP.
     Gen(GenArgs),
     /// Take frames from ground stations over TCP and forward them downstream.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// A checking downstream: count frames, check CRCs and that no key repeats.
     Sink(SinkArgs),
 }
@@ -108,6 +109,10 @@ pub(crate) struct ProcessArgs {
     /// Where forwarded frames go, or - for standard output.
     #[arg(long, value_name = "PATH")]
     pub(crate) out: String,
+    /// Also write each satellite's missing seq ranges (between its lowest
+    /// and highest forwarded seq, never forwarded) to PATH as JSON.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) gaps: Option<String>,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,
     /// Print the summary as one JSON object (the last line of stderr).
@@ -163,9 +168,17 @@ pub(crate) fn parse_positive(s: &str) -> Result<f64, String> {
     }
 }
 
+// One of --forward, --forward-raw, --out is required, on the command line
+// or in --config (checked once the file is applied); a flag given twice
+// takes its last value (the file's flags come first).
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("target").required(true).args(["forward", "forward_raw", "out"])))]
+#[command(group(clap::ArgGroup::new("target").args(["forward", "forward_raw", "out"])))]
+#[command(args_override_self = true)]
 pub(crate) struct ServeArgs {
+    /// Read options from this TOML file (keys as the flags, with _ for -;
+    /// see examples/meridian.toml); flags given here override it.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) config: Option<String>,
     /// Address to accept ground-station connections on.
     #[arg(long, default_value = "127.0.0.1:7700", value_name = "ADDR")]
     pub(crate) listen: String,
@@ -181,7 +194,7 @@ pub(crate) struct ServeArgs {
     #[arg(long, value_name = "PATH")]
     pub(crate) out: Option<String>,
     /// With --out: start the file empty instead of appending.
-    #[arg(long, requires = "out")]
+    #[arg(long)]
     pub(crate) truncate: bool,
     /// The HELLO name sent to a session downstream.
     #[arg(long, default_value = "meridian", value_name = "NAME")]
@@ -199,7 +212,8 @@ pub(crate) struct ServeArgs {
     #[arg(long, default_value_t = 64, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=4096))]
     pub(crate) max_connections: u64,
-    /// Print a stats line to stderr this often [default: none].
+    /// Log a stats event (received, forwarded, duplicates, invalid, missing,
+    /// unacked bytes) this often [default: none].
     #[arg(long, value_name = "SECS", value_parser = parse_secs)]
     pub(crate) stats_interval: Option<f64>,
     /// After SIGINT/SIGTERM: how long connected stations may go on sending.
@@ -231,6 +245,21 @@ pub(crate) struct ServeArgs {
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
+}
+
+/// How `serve` and `sink` log.
+#[derive(Debug, Args, Clone)]
+pub(crate) struct LogArgs {
+    /// Log events (connects, disconnects, downstream failures, suspect
+    /// frames, ...) on stderr as text lines or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+    /// Which events to log, in RUST_LOG syntax (e.g. warn, or
+    /// info,meridian_pipeline::net=debug) [default: $RUST_LOG, else info].
+    #[arg(long, value_name = "FILTER")]
+    pub(crate) log_filter: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -254,6 +283,8 @@ pub(crate) struct SinkArgs {
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
+    #[command(flatten)]
+    pub(crate) log: LogArgs,
 }
 
 /// The synthetic workload's shape, shared by `gen` and `run`.

@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::Parser;
 
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
+use meridian_pipeline::gaps::{process_stream_gaps, GapTotals};
 use meridian_pipeline::harness::gen;
 use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
 use meridian_pipeline::net::admin::AdminServer;
@@ -18,9 +19,10 @@ use meridian_pipeline::net::send::{send_stations_with, SendOptions};
 use meridian_pipeline::net::serve::{self, ServeConfig};
 use meridian_pipeline::net::sink::{sink_with, SinkOptions};
 use meridian_pipeline::net::Shutdown;
-use meridian_pipeline::pipeline::{process_stream_until, ProcessError};
+use meridian_pipeline::pipeline::ProcessError;
+use meridian_pipeline::Summary;
 
-use super::args::{GenArgs, ProcessArgs, RunArgs, ServeArgs, SinkArgs};
+use super::args::{GenArgs, LogArgs, ProcessArgs, RunArgs, ServeArgs, SinkArgs};
 use super::report;
 use super::CliError;
 
@@ -78,6 +80,15 @@ fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
     Ok(flag)
 }
 
+/// `process`'s JSON summary: the pipeline's counters and the gap totals.
+#[derive(serde::Serialize)]
+struct ProcessSummary {
+    #[serde(flatten)]
+    summary: Summary,
+    #[serde(flatten)]
+    gaps: GapTotals,
+}
+
 /// `process`: a capture through the pipeline.
 pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
     if same_file(&args.input, &args.out) {
@@ -90,9 +101,16 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
     cfg.check().map_err(|e| CliError::Usage(e.to_string()))?;
     let input = open_input(&args.input)?;
     let mut out = open_output(&args.out)?;
+    let gaps_out = match &args.gaps {
+        Some(path) => Some(
+            File::create(path)
+                .map_err(|e| CliError::Usage(format!("cannot create --gaps '{path}': {e}")))?,
+        ),
+        None => None,
+    };
     let stop = stop_flag()?;
-    let (summary, stopped) =
-        process_stream_until(BufReader::with_capacity(0, input), &mut out, cfg, &|| {
+    let (summary, stopped, gaps) =
+        process_stream_gaps(BufReader::with_capacity(0, input), &mut out, cfg, &|| {
             stop.load(Ordering::Relaxed)
         })
         .map_err(|e| match e {
@@ -102,10 +120,23 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
     if stopped {
         eprintln!("interrupted: the output holds the whole batches processed so far");
     }
+    if let (Some(f), Some(path)) = (gaps_out, &args.gaps) {
+        let mut w = BufWriter::new(f);
+        serde_json::to_writer_pretty(&mut w, &gaps.report(false))
+            .map_err(io::Error::from)
+            .and_then(|()| w.write_all(b"\n"))
+            .and_then(|()| w.flush())
+            .map_err(|e| CliError::runtime(&format!("writing --gaps '{path}' failed"), e))?;
+    }
+    let totals = gaps.totals();
     if args.json {
-        report::json_line(&summary);
+        report::json_line(&ProcessSummary {
+            summary,
+            gaps: totals,
+        });
     } else {
         report::print_summary(&summary, cfg.stale == StalePolicy::Drop);
+        report::print_gaps(&totals);
     }
     if stopped {
         return Err(CliError::Interrupted);
@@ -179,8 +210,32 @@ fn resolve(flag: &str, addr: &str) -> Result<std::net::SocketAddr, CliError> {
         .ok_or_else(|| CliError::Usage(format!("{flag} {addr}: resolves to no address")))
 }
 
-/// `serve`: stations in, one downstream out.
+/// Installs the log subscriber `args` ask for.
+fn init_log(args: &LogArgs) -> Result<(), CliError> {
+    meridian_pipeline::log::init(args.log_format, args.log_filter.as_deref())
+        .map_err(CliError::Usage)
+}
+
+/// `serve`: stations in, one downstream out; with `--config`, the file's
+/// options under the command line's.
 pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
+    let merged;
+    let args = match &args.config {
+        Some(path) => {
+            // What followed `serve` on the command line.
+            let cli: Vec<std::ffi::OsString> = std::env::args_os()
+                .skip_while(|a| a != "serve")
+                .skip(1)
+                .collect();
+            merged = super::config::merged_serve_args(path, &cli)?;
+            &merged
+        }
+        None => args,
+    };
+    init_log(&args.log)?;
+    if args.truncate && args.out.is_none() {
+        return Err(CliError::Usage("--truncate needs --out".into()));
+    }
     let target = match (&args.forward, &args.forward_raw, &args.out) {
         (Some(addr), _, _) => Target::Forward(addr.clone()),
         (None, Some(addr), _) => Target::ForwardRaw(addr.clone()),
@@ -188,7 +243,12 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
             path: path.into(),
             truncate: args.truncate,
         },
-        _ => unreachable!("clap requires one of --forward, --forward-raw, --out"),
+        _ => {
+            return Err(CliError::Usage(
+                "serve needs one of --forward, --forward-raw, --out (on the command line or in --config)"
+                    .into(),
+            ))
+        }
     };
     let pipeline = args.pipeline.config_with(WindowLimits::SERVICE);
     pipeline
@@ -264,6 +324,10 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
     if let Some(at) = admin.as_ref().and_then(AdminServer::local_addr) {
         eprintln!("meridian: admin on {at}");
     }
+    // Under systemd (Type=notify): listening, and the admin server bound.
+    if let Err(e) = serve::notify_ready() {
+        tracing::warn!(error = %e, "could not notify systemd (NOTIFY_SOCKET)");
+    }
     let s = serve::serve_with(listener, &cfg, stop, admin)
         .map_err(|e| CliError::runtime("serve failed", e))?;
     if args.json {
@@ -282,6 +346,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
 
 /// `sink`: a checking downstream.
 pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
+    init_log(&args.log)?;
     let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
     let listener = std::net::TcpListener::bind(&args.listen)
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;

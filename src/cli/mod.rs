@@ -4,6 +4,7 @@
 
 pub(crate) mod args;
 pub(crate) mod commands;
+pub(crate) mod config;
 pub(crate) mod report;
 
 /// Why a command failed; the variant is the exit code.

@@ -1,5 +1,6 @@
 //! What the commands print: summaries and the throughput report.
 
+use meridian_pipeline::gaps::GapTotals;
 use meridian_pipeline::harness::gen::GenConfig;
 use meridian_pipeline::harness::runner::RunReport;
 use meridian_pipeline::net::serve::ServeSummary;
@@ -49,9 +50,29 @@ pub(crate) fn print_summary(s: &Summary, stale_dropped: bool) {
     eprintln!("({TERMS})");
 }
 
+/// The gap line: seqs missing between each satellite's lowest and highest
+/// forwarded seq, and how many gaps late frames filled.
+pub(crate) fn print_gaps(g: &GapTotals) {
+    eprintln!(
+        "gaps: {} seqs missing in {} ranges ({} filled late){}",
+        g.missing,
+        g.gap_ranges,
+        g.gaps_filled,
+        if g.gap_ranges_dropped > 0 || g.gap_untracked_frames > 0 {
+            format!(
+                "; over the tracking bounds: {} ranges forgotten, {} frames untracked",
+                g.gap_ranges_dropped, g.gap_untracked_frames
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
 /// `serve`'s text summary.
 pub(crate) fn print_serve_summary(s: &ServeSummary, stale_dropped: bool) {
     print_summary(&s.summary, stale_dropped);
+    print_gaps(&s.gaps);
     eprintln!(
         "connections: {} accepted, {} rejected, {} idle closed, {} bad HELLOs; {} station bytes acked",
         s.connections_accepted, s.connections_rejected, s.idle_closed, s.hello_errors, s.acked_bytes

@@ -8,6 +8,10 @@
 //!   with an `X-Meridian-Time` header: serve's clock when it read them
 //!   (unix seconds, 3 decimals), which the status page divides frame
 //!   deltas by (a browser's clock may be virtual, as headless Chromium's).
+//! - `GET /api/gaps`: JSON, per satellite missing seqs now (every
+//!   satellite with `?all=1`): lowest and highest seq forwarded, frames,
+//!   missing, filled, the highest open ranges ([`crate::gaps::SatView`]),
+//!   and the totals.
 //! - `GET /healthz`: 200 `ok` while the process runs.
 //! - `GET /readyz`: 200 `ready` once serve is listening and, when it
 //!   forwards over TCP, once the downstream has connected at least once
@@ -19,7 +23,7 @@ use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::metrics::Metrics;
 
@@ -69,7 +73,14 @@ impl AdminServer {
         done: Arc<AtomicBool>,
     ) -> io::Result<thread::JoinHandle<()>> {
         thread::Builder::new().name("admin".into()).spawn(move || {
+            // The stations' frame counts, sampled once a second for their rates.
+            let mut sampled = Instant::now();
+            metrics.sample();
             while !done.load(Ordering::SeqCst) {
+                if sampled.elapsed() >= Duration::from_secs(1) {
+                    sampled = Instant::now();
+                    metrics.sample();
+                }
                 match self.server.recv_timeout(POLL) {
                     Ok(Some(req)) => answer(req, &metrics),
                     Ok(None) => {}
@@ -87,7 +98,10 @@ fn answer(req: tiny_http::Request, metrics: &Metrics) {
         let _ = req.respond(Response::from_string("method not allowed\n").with_status_code(405));
         return;
     }
-    let path = req.url().split('?').next().unwrap_or("").to_string();
+    let (path, query) = match req.url().split_once('?') {
+        Some((p, q)) => (p.to_string(), q.to_string()),
+        None => (req.url().to_string(), String::new()),
+    };
     let mut extra = None;
     let (status, body, kind) = match path.as_str() {
         "/" => (200, STATUS_PAGE.to_string(), "text/html; charset=utf-8"),
@@ -109,6 +123,14 @@ fn answer(req: tiny_http::Request, metrics: &Metrics) {
             (
                 200,
                 serde_json::to_string(&links).unwrap_or_else(|_| "[]".into()),
+                "application/json",
+            )
+        }
+        "/api/gaps" => {
+            let all = query.split('&').any(|kv| kv == "all=1" || kv == "all");
+            (
+                200,
+                serde_json::to_string(&metrics.gap_report(all)).unwrap_or_else(|_| "{}".into()),
                 "application/json",
             )
         }

@@ -39,6 +39,9 @@ use serde::Serialize;
 use super::session::{AckParser, Hello};
 use super::Shutdown;
 
+/// Outages of a logged peer (a downstream flapping) are rate-limited.
+static LOG_OUTAGE: crate::log::RateLimit = crate::log::RateLimit::new(10, 10);
+
 /// How long a blocked write or wait goes before looking at the stop flag,
 /// the reader's fault and the deadlines again.
 const POLL: Duration = Duration::from_millis(20);
@@ -436,7 +439,9 @@ impl SessionClient {
     fn log_failure(&mut self, what: &str) {
         if self.outage == 0 {
             if let Some(name) = &self.opts.log_as {
-                eprintln!("meridian: {name} {what}; retrying with backoff");
+                if let Some(suppressed) = LOG_OUTAGE.allow() {
+                    tracing::warn!(peer = %name, suppressed, "{name} {what}; retrying with backoff");
+                }
             }
         }
         self.outage += 1;
@@ -527,10 +532,15 @@ impl SessionClient {
                 }
                 if self.outage > 0 {
                     if let Some(name) = &self.opts.log_as {
-                        eprintln!(
-                            "meridian: {name} connected again after {} failures",
-                            self.outage
-                        );
+                        if let Some(suppressed) = LOG_OUTAGE.allow() {
+                            tracing::info!(
+                                peer = %name,
+                                failures = self.outage,
+                                suppressed,
+                                "{name} connected again after {} failures",
+                                self.outage
+                            );
+                        }
                     }
                     self.outage = 0;
                 }

@@ -315,7 +315,7 @@ impl FileOut {
                 self.pending.clear();
                 self.backoff = BACKOFF_MIN;
                 if self.reported {
-                    eprintln!("meridian: writing to {} works again", self.path.display());
+                    tracing::info!(path = %self.path.display(), "writing to {} works again", self.path.display());
                     self.reported = false;
                 }
                 true
@@ -332,8 +332,10 @@ impl FileOut {
     fn fail(&mut self, e: &io::Error) {
         self.failures += 1;
         if !self.reported {
-            eprintln!(
-                "meridian: writing to {} failed: {e}; keeping the frames and retrying",
+            tracing::warn!(
+                path = %self.path.display(),
+                error = %e,
+                "writing to {} failed; keeping the frames and retrying",
                 self.path.display()
             );
             self.reported = true;
@@ -355,8 +357,10 @@ impl FileOut {
                     self.last_sync = Instant::now();
                 }
                 Err(e) => {
-                    eprintln!(
-                        "meridian: syncing {} failed: {e}; nothing more will be acked (restart to recover)",
+                    tracing::error!(
+                        path = %self.path.display(),
+                        error = %e,
+                        "syncing {} failed; nothing more will be acked (restart to recover)",
                         self.path.display()
                     );
                     self.failures += 1;

@@ -12,7 +12,7 @@
 //! [`super::serve::OTHER_STATIONS`]; the key is decided when a connection
 //! opens, and the summary uses the same key.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -21,7 +21,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::Serialize;
 
 use super::serve::{MAX_STATION_ENTRIES, OTHER_STATIONS};
+use crate::batch::Batch;
 use crate::decode::DecodeStats;
+use crate::gaps::{GapLimits, GapReport, GapTotals, GapTracker};
 use crate::pipeline::PipelineStats;
 
 /// Upper bounds, in seconds, of `meridian_forward_latency_seconds`'s
@@ -58,8 +60,23 @@ pub struct StationCell {
     /// Unix seconds at which the last connection opened.
     connected_since: AtomicU64,
     acked_bytes: AtomicU64,
+    /// Frames of this station that were the copy kept (forwarded).
+    first_copies: AtomicU64,
+    /// Valid frames of this station that were not the copy kept.
+    duplicates: AtomicU64,
+    /// The last connection: a session (acked) or a plain stream.
+    session: AtomicBool,
+    /// The last connection's stream offset read so far.
+    session_read: AtomicU64,
+    /// The last connection's stream offset acked so far.
+    session_acked: AtomicU64,
+    /// (unix ms, frames) once a second, the last [`RATE_SAMPLES`], for the rates.
+    samples: Mutex<VecDeque<(u64, u64)>>,
     peer: Mutex<String>,
 }
+
+/// Samples of each station's frame count kept for its rates (one a second).
+const RATE_SAMPLES: usize = 62;
 
 impl StationCell {
     fn new(station: &str) -> StationCell {
@@ -73,6 +90,12 @@ impl StationCell {
             last_frame_ms: AtomicU64::new(0),
             connected_since: AtomicU64::new(0),
             acked_bytes: AtomicU64::new(0),
+            first_copies: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            session: AtomicBool::new(false),
+            session_read: AtomicU64::new(0),
+            session_acked: AtomicU64::new(0),
+            samples: Mutex::new(VecDeque::with_capacity(RATE_SAMPLES)),
             peer: Mutex::new(String::new()),
         }
     }
@@ -95,9 +118,48 @@ impl StationCell {
         }
     }
 
-    /// Counts `bytes` more of this station's stream acked.
-    pub fn acked(&self, bytes: u64) {
+    /// Counts `bytes` more of this station's stream acked, up to `offset`
+    /// of its current session.
+    pub fn acked(&self, bytes: u64, offset: u64) {
         self.acked_bytes.fetch_add(bytes, Ordering::Relaxed);
+        self.session_acked.store(offset, Ordering::Relaxed);
+    }
+
+    /// Records how far the current connection's stream has been read (per chunk).
+    pub fn read_to(&self, offset: u64) {
+        self.session_read.store(offset, Ordering::Relaxed);
+    }
+
+    /// Adds one batch's count of this station's frames kept (forwarded as
+    /// the first copy) and of its valid frames not kept.
+    pub fn kept(&self, first: u64, not_kept: u64) {
+        if first > 0 {
+            self.first_copies.fetch_add(first, Ordering::Relaxed);
+        }
+        if not_kept > 0 {
+            self.duplicates.fetch_add(not_kept, Ordering::Relaxed);
+        }
+    }
+
+    /// Frames of this station that were the copy kept.
+    pub fn first_copies(&self) -> u64 {
+        self.first_copies.load(Ordering::Relaxed)
+    }
+
+    /// Valid frames of this station that were not the copy kept.
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Frames per second over the last `secs` seconds of samples (`None`
+    /// before two samples).
+    fn rate(&self, secs: u64) -> Option<f64> {
+        let s = self.samples.lock().ok()?;
+        let &(t1, f1) = s.back()?;
+        let &(t0, f0) = s
+            .iter()
+            .find(|(t, _)| t1.saturating_sub(*t) <= secs * 1000 + 500)?;
+        (t1 > t0).then(|| f1.saturating_sub(f0) as f64 * 1000.0 / (t1 - t0) as f64)
     }
 
     /// Stream bytes acked to this station so far, over all its sessions.
@@ -105,9 +167,13 @@ impl StationCell {
         self.acked_bytes.load(Ordering::Relaxed)
     }
 
-    /// Marks one more connection of this station open, from `peer`.
-    pub fn connect(&self, peer: &str) {
+    /// Marks one more connection of this station open, from `peer`; a
+    /// session when `session`.
+    pub fn connect(&self, peer: &str, session: bool) {
         self.connected.fetch_add(1, Ordering::SeqCst);
+        self.session.store(session, Ordering::Relaxed);
+        self.session_read.store(0, Ordering::Relaxed);
+        self.session_acked.store(0, Ordering::Relaxed);
         self.connected_since
             .store(unix_now().as_secs(), Ordering::Relaxed);
         if let Ok(mut p) = self.peer.lock() {
@@ -147,6 +213,20 @@ pub struct LinkView {
     pub bad_header: u64,
     /// Stream bytes acked, over its sessions.
     pub acked_bytes: u64,
+    /// Frames it delivered first: the copy kept and forwarded.
+    pub first_copies: u64,
+    /// Valid frames it delivered that were not the copy kept (another
+    /// station's, or its own earlier copy, was; with `--stale drop` or
+    /// `--max-seq-jump`, also those dropped by rule).
+    pub duplicates: u64,
+    /// Frames per second over the last second (`null` until sampled twice).
+    pub frames_per_s_1s: Option<f64>,
+    /// Frames per second over the last minute (or since it was first sampled).
+    pub frames_per_s_60s: Option<f64>,
+    /// The last session's stream offset acked (`null` for a plain stream).
+    pub acked_offset: Option<u64>,
+    /// The last session's bytes read and not acked yet (`null` for a plain stream).
+    pub ack_lag_bytes: Option<u64>,
 }
 
 #[derive(Debug, Default)]
@@ -172,6 +252,8 @@ pub struct Metrics {
     /// The downstream has connected at least once (a file: from the start).
     downstream_up: AtomicBool,
     stations: Mutex<Stations>,
+    /// Per satellite gaps of what was forwarded, fed once per batch.
+    gaps: Mutex<GapTracker>,
 }
 
 impl Default for Metrics {
@@ -189,6 +271,7 @@ impl Default for Metrics {
             latency_sum_us: AtomicU64::new(0),
             downstream_up: AtomicBool::new(false),
             stations: Mutex::new(Stations::default()),
+            gaps: Mutex::new(GapTracker::new()),
         }
     }
 }
@@ -251,6 +334,49 @@ impl Metrics {
         self.suspect.fetch_add(d(now.suspect, before.suspect), r);
     }
 
+    /// Starts the gap tracker afresh with these bounds.
+    pub fn set_gap_limits(&self, limits: GapLimits) {
+        if let Ok(mut g) = self.gaps.lock() {
+            *g = GapTracker::with_limits(limits);
+        }
+    }
+
+    /// Feeds one batch's forwarded rows to the gap tracker (once per batch).
+    pub fn observe_gaps(&self, batch: &Batch, row_ids: &[u32]) {
+        if let Ok(mut g) = self.gaps.lock() {
+            g.observe(batch, row_ids);
+        }
+    }
+
+    /// The gap totals now.
+    pub fn gap_totals(&self) -> GapTotals {
+        self.gaps.lock().map(|g| g.totals()).unwrap_or_default()
+    }
+
+    /// `GET /api/gaps`: every satellite when `all`, else those missing seqs now.
+    pub fn gap_report(&self, all: bool) -> GapReport {
+        let g = self
+            .gaps
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        g.report(all)
+    }
+
+    /// Samples every station's frame count for its rates (the admin thread,
+    /// once a second).
+    pub fn sample(&self) {
+        let now = unix_now().as_millis() as u64;
+        for c in self.cells() {
+            let frames = c.frames.load(Ordering::Relaxed);
+            if let Ok(mut s) = c.samples.lock() {
+                if s.len() == RATE_SAMPLES {
+                    s.pop_front();
+                }
+                s.push_back((now, frames));
+            }
+        }
+    }
+
     /// Counts frames the downstream confirmed (as the summary's `forwarded` does).
     pub fn delivered(&self, frames: u64) {
         self.forwarded.fetch_add(frames, Ordering::Relaxed);
@@ -293,20 +419,25 @@ impl Metrics {
             .unwrap_or_default()
     }
 
-    /// One stats line for an operator: frames received over all stations,
-    /// forwarded (confirmed), duplicates, invalid, bytes awaiting the
-    /// downstream, and whether the downstream has ever connected.
-    pub fn line(&self) -> String {
+    /// The periodic stats event (`--stats-interval`): frames received over
+    /// all stations, forwarded (confirmed), duplicates, invalid, seqs
+    /// missing now, bytes awaiting the downstream, whether the downstream
+    /// has ever connected, and log events suppressed by the rate limits.
+    pub fn log_stats(&self, stopping: bool) {
         let r = Ordering::Relaxed;
         let received: u64 = self.cells().iter().map(|c| c.frames.load(r)).sum();
-        format!(
-            "{received} received, {} forwarded, {} duplicates, {} invalid, {} bytes awaiting the downstream{}",
-            self.forwarded.load(r),
-            self.duplicates.load(r),
-            self.invalid.load(r),
-            self.unacked_bytes.load(r),
-            if self.downstream_up() { "" } else { " (downstream not connected yet)" }
-        )
+        tracing::info!(
+            received,
+            forwarded = self.forwarded.load(r),
+            duplicates = self.duplicates.load(r),
+            invalid = self.invalid.load(r),
+            missing = self.gap_totals().missing,
+            unacked_bytes = self.unacked_bytes.load(r),
+            downstream_connected = self.downstream_up(),
+            stopping,
+            suppressed_logs = crate::log::suppressed_total(),
+            "stats"
+        );
     }
 
     /// `GET /api/links`: one entry per station, in the order they first connected.
@@ -317,6 +448,8 @@ impl Metrics {
             .iter()
             .map(|c| {
                 let last = c.last_frame_ms.load(r);
+                let session = c.session.load(r);
+                let acked_at = c.session_acked.load(r);
                 LinkView {
                     station: c.station.clone(),
                     connected: c.connected.load(Ordering::SeqCst) > 0,
@@ -329,6 +462,12 @@ impl Metrics {
                     crc_errors: c.crc_errors.load(r),
                     bad_header: c.bad_header.load(r),
                     acked_bytes: c.acked_bytes.load(r),
+                    first_copies: c.first_copies.load(r),
+                    duplicates: c.duplicates.load(r),
+                    frames_per_s_1s: c.rate(1),
+                    frames_per_s_60s: c.rate(60),
+                    acked_offset: session.then_some(acked_at),
+                    ack_lag_bytes: session.then(|| c.session_read.load(r).saturating_sub(acked_at)),
                 }
             })
             .collect()
@@ -374,6 +513,13 @@ impl Metrics {
             "counter",
             "Frame markers from a station followed by a wrong version or an oversized length.",
             &|c| c.bad_header.load(r).to_string(),
+        );
+        per_station(
+            &mut o,
+            "meridian_first_copies_total",
+            "counter",
+            "Frames a station delivered first: the copy kept and forwarded.",
+            &|c| c.first_copies.load(r).to_string(),
         );
         per_station(
             &mut o,
@@ -423,6 +569,36 @@ impl Metrics {
         ] {
             header(&mut o, name, "counter", help);
             let _ = writeln!(o, "{name} {}", cell.load(r));
+        }
+        let g = self.gap_totals();
+        for (name, kind, help, v) in [
+            (
+                "meridian_frames_missing_total",
+                "counter",
+                "Seqs found missing: between a satellite's lowest and highest forwarded seq, not forwarded when a gap opened over them.",
+                g.gaps_opened,
+            ),
+            (
+                "meridian_frames_gap_filled_total",
+                "counter",
+                "Missing seqs forwarded later (late frames that filled a gap).",
+                g.gaps_filled,
+            ),
+            (
+                "meridian_gap_missing_seqs",
+                "gauge",
+                "Seqs missing now (missing_total - gap_filled_total).",
+                g.missing,
+            ),
+            (
+                "meridian_gap_ranges",
+                "gauge",
+                "Open missing ranges now, over all satellites.",
+                g.gap_ranges,
+            ),
+        ] {
+            header(&mut o, name, kind, help);
+            let _ = writeln!(o, "{name} {v}");
         }
         header(
             &mut o,
@@ -503,6 +679,44 @@ mod tests {
         assert_eq!(links.len(), MAX_STATION_ENTRIES);
         assert_eq!(links.last().unwrap().station, OTHER_STATIONS);
         assert_eq!(m.station("s0").station, "s0");
+    }
+
+    #[test]
+    fn rates_over_one_and_sixty_seconds() {
+        let m = Metrics::default();
+        let c = m.station("gs-0");
+        assert_eq!((c.rate(1), c.rate(60)), (None, None));
+        {
+            let mut s = c.samples.lock().unwrap();
+            // 100 frames/s for a minute, then 1000 in the last second.
+            for i in 0..61u64 {
+                s.push_back((1_000_000 + i * 1000, i * 100));
+            }
+            s.push_back((1_061_000, 7_000));
+        }
+        assert_eq!(c.rate(1), Some(1000.0));
+        // The oldest sample within 60 s (and half a second) of the last.
+        assert_eq!(c.rate(60), Some((7_000.0 - 100.0) / 60.0));
+    }
+
+    #[test]
+    fn first_copies_and_ack_lag_per_station() {
+        let m = Metrics::default();
+        let c = m.station("gs-0");
+        c.connect("127.0.0.1:1", true);
+        c.read_to(5000);
+        c.acked(4000, 4000);
+        c.kept(10, 3);
+        c.kept(0, 2);
+        let l = &m.links()[0];
+        assert_eq!((l.first_copies, l.duplicates), (10, 5));
+        assert_eq!((l.acked_offset, l.ack_lag_bytes), (Some(4000), Some(1000)));
+        assert!(m
+            .render()
+            .contains("meridian_first_copies_total{station=\"gs-0\"} 10\n"));
+        let p = m.station("10.0.0.1:9");
+        p.connect("10.0.0.1:9", false);
+        assert_eq!(m.links()[1].ack_lag_bytes, None);
     }
 
     #[test]

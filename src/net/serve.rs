@@ -51,7 +51,10 @@ use super::session::{self, Opening};
 use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
+use crate::gaps::{GapLimits, GapTotals};
+use crate::log::RateLimit;
 use crate::pipeline::{BatchProcessor, Config, PipelineStats, Summary};
+use crate::validate::scalar::is_valid;
 
 /// Frames a station thread decodes before handing them over.
 const CHUNK_FRAMES: usize = 256;
@@ -64,6 +67,54 @@ const POLL: Duration = Duration::from_millis(10);
 pub const MAX_STATION_ENTRIES: usize = 256;
 /// The per-station entry that aggregates stations beyond the cap.
 pub const OTHER_STATIONS: &str = "(other)";
+// Each kind of event a station can cause is rate-limited (see crate::log).
+static LOG_CONNECT: RateLimit = RateLimit::new(20, 10);
+static LOG_DISCONNECT: RateLimit = RateLimit::new(20, 10);
+static LOG_IDLE: RateLimit = RateLimit::new(20, 10);
+static LOG_HELLO: RateLimit = RateLimit::new(10, 10);
+static LOG_REJECTED: RateLimit = RateLimit::new(10, 10);
+static LOG_SUSPECT: RateLimit = RateLimit::new(5, 10);
+static LOG_REANCHOR: RateLimit = RateLimit::new(5, 10);
+static LOG_EVICT: RateLimit = RateLimit::new(5, 10);
+
+/// Logs what the window did in one batch: suspect frames dropped,
+/// satellites re-anchored, satellites' window state evicted (rate-limited).
+fn log_window_events(before: &PipelineStats, now: &PipelineStats) {
+    let suspect = now.suspect.saturating_sub(before.suspect);
+    if suspect > 0 {
+        if let Some(suppressed) = LOG_SUSPECT.allow() {
+            tracing::warn!(
+                frames = suspect,
+                total = now.suspect,
+                suppressed,
+                "suspect frames dropped: too far above their satellite's highest seq (--max-seq-jump)"
+            );
+        }
+    }
+    let reanchors = now.reanchors.saturating_sub(before.reanchors);
+    if reanchors > 0 {
+        if let Some(suppressed) = LOG_REANCHOR.allow() {
+            tracing::warn!(
+                satellites = reanchors,
+                total = now.reanchors,
+                suppressed,
+                "satellite windows re-anchored where their frames kept landing (--reanchor-after)"
+            );
+        }
+    }
+    let evicted = now.evicted_sats.saturating_sub(before.evicted_sats);
+    if evicted > 0 {
+        if let Some(suppressed) = LOG_EVICT.allow() {
+            tracing::warn!(
+                satellites = evicted,
+                total = now.evicted_sats,
+                suppressed,
+                "satellite window state evicted to stay within --window-memory"
+            );
+        }
+    }
+}
+
 /// A connection idle at least this long may be closed to admit a new one
 /// when `max_connections` is reached.
 const EVICT_IDLE_AFTER: Duration = Duration::from_secs(1);
@@ -145,6 +196,11 @@ pub struct StationStats {
     pub acked_bytes: u64,
     /// Connections closed for being idle.
     pub idle_closed: u64,
+    /// Frames it delivered first: the copy kept and forwarded (handed to
+    /// the downstream; the summary's `forwarded` counts confirmed ones).
+    pub first_copies: u64,
+    /// Valid frames it delivered that were not the copy kept.
+    pub duplicates: u64,
     /// What its decoders counted.
     #[serde(flatten)]
     pub decode: DecodeStats,
@@ -181,6 +237,10 @@ pub struct ServeSummary {
     /// frames the downstream confirmed.
     #[serde(flatten)]
     pub summary: Summary,
+    /// Per satellite gaps of what was forwarded, at exit: `missing` seqs in
+    /// `gap_ranges` ranges (see [`crate::gaps`]).
+    #[serde(flatten)]
+    pub gaps: GapTotals,
     /// Station connections taken.
     pub connections_accepted: u64,
     /// Connections closed at once for being over `--max-connections`.
@@ -283,7 +343,7 @@ impl StationLink {
             let _ = stream.shutdown(std::net::Shutdown::Both);
             return false;
         }
-        self.cell.acked(a.safe - a.sent);
+        self.cell.acked(a.safe - a.sent, a.safe);
         a.sent = a.safe;
         a.at = Instant::now();
         self.sent.store(a.sent, Ordering::SeqCst);
@@ -325,6 +385,29 @@ pub fn bind(listen: &str) -> io::Result<TcpListener> {
     let l = TcpListener::bind(listen)?;
     l.set_nonblocking(true)?;
     Ok(l)
+}
+
+/// Tells systemd (a `Type=notify` unit) that serve is ready: `READY=1` as
+/// one datagram to the socket named by `NOTIFY_SOCKET` (a path, or an
+/// abstract name after `@`). Returns false when the variable is unset.
+///
+/// # Errors
+/// When the socket cannot be reached.
+pub fn notify_ready() -> io::Result<bool> {
+    use std::os::unix::net::UnixDatagram;
+    let Some(target) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(false);
+    };
+    let sock = UnixDatagram::unbound()?;
+    let bytes = target.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        sock.send_to_addr(b"READY=1", &addr)?;
+    } else {
+        sock.send_to(b"READY=1", &target)?;
+    }
+    Ok(true)
 }
 
 /// Feeds the frames of the last [`REBUILD_TAIL_BYTES`] of `path` into the
@@ -396,13 +479,21 @@ pub fn serve_with(
     {
         let n = rebuild_window(path, &mut stages)?;
         if n > 0 {
-            eprintln!(
-                "meridian: window rebuilt from the last {n} frames of {}",
+            tracing::info!(
+                frames = n,
+                path = %path.display(),
+                "window rebuilt from the last {n} frames of {}",
                 path.display()
             );
         }
     }
     let metrics = Arc::new(Metrics::default());
+    // A satellite that jumps past --max-seq-jump and re-anchors there
+    // restarts its gap span rather than opening a gap over the jump.
+    metrics.set_gap_limits(GapLimits {
+        restart_after_jump: cfg.pipeline.limits.max_seq_jump,
+        ..GapLimits::default()
+    });
     if downstream.connected_once() {
         metrics.set_downstream_up();
     }
@@ -411,7 +502,7 @@ pub fn serve_with(
         Some(a) => Some(a.spawn(Arc::clone(&metrics), Arc::clone(&done))?),
         None => None,
     };
-    // The stats line has a thread of its own, so it goes on ticking while
+    // The stats event has a thread of its own, so it goes on ticking while
     // the pipeline is blocked on a slow or absent downstream.
     let ticker = match cfg.stats_interval {
         Some(every) => {
@@ -422,11 +513,7 @@ pub fn serve_with(
                 while !done.load(Ordering::SeqCst) {
                     if last.elapsed() >= every {
                         last = Instant::now();
-                        eprintln!(
-                            "serve: {}{}",
-                            metrics.line(),
-                            if stop.requested() { " (stopping)" } else { "" }
-                        );
+                        metrics.log_stats(stop.requested());
                     }
                     thread::sleep(POLL);
                 }
@@ -442,6 +529,10 @@ pub fn serve_with(
             .spawn(move || {
                 while !done.load(Ordering::SeqCst) {
                     if stop.hurried() || stop.past(limit) {
+                        tracing::warn!(
+                            second_signal = stop.hurried(),
+                            "hard stop: retrying ends; what is not delivered now is counted unacked"
+                        );
                         hard.trigger();
                         break;
                     }
@@ -453,8 +544,8 @@ pub fn serve_with(
                 let since = Instant::now();
                 while !done.load(Ordering::SeqCst) {
                     if since.elapsed() >= HARD_EXIT_AFTER {
-                        eprintln!(
-                            "meridian: still blocked {} s after the hard stop; exiting without a summary",
+                        tracing::error!(
+                            "still blocked {} s after the hard stop; exiting without a summary",
                             HARD_EXIT_AFTER.as_secs()
                         );
                         std::process::exit(1);
@@ -494,10 +585,13 @@ pub fn serve_with(
     let mut acked_bytes = 0;
     for (st, cell) in stations.iter_mut().zip(&out.cells) {
         st.acked_bytes = cell.acked_bytes();
+        st.first_copies = cell.first_copies();
+        st.duplicates = cell.duplicates();
         acked_bytes += st.acked_bytes;
     }
     Ok(ServeSummary {
         summary,
+        gaps: metrics.gap_totals(),
         connections_accepted: conns.accepted,
         connections_rejected: conns.rejected,
         accept_errors: conns.accept_errors,
@@ -582,10 +676,25 @@ fn accept_loop(
         };
         if live.load(Ordering::SeqCst) >= cfg.max_connections && !make_room(&conns) {
             c.rejected += 1;
+            if let Some(suppressed) = LOG_REJECTED.allow() {
+                tracing::warn!(
+                    %peer,
+                    max_connections = cfg.max_connections,
+                    suppressed,
+                    "connection rejected: at --max-connections and none idle"
+                );
+            }
             drop(stream); // closed at once; the others are unaffected
             continue;
         } else if live.load(Ordering::SeqCst) >= cfg.max_connections {
             c.evicted += 1;
+            if let Some(suppressed) = LOG_IDLE.allow() {
+                tracing::info!(
+                    %peer,
+                    suppressed,
+                    "closed the longest-idle connection to make room (--max-connections)"
+                );
+            }
         }
         let (Ok(closer), Ok(())) = (stream.try_clone(), stream.set_nonblocking(false)) else {
             c.accept_errors += 1;
@@ -628,6 +737,11 @@ fn accept_loop(
             Err(_) => c.accept_errors += 1, // the guard went with the closure
         }
     }
+    tracing::info!(
+        grace_ms = cfg.grace.as_millis() as u64,
+        drain_ms = cfg.drain.as_millis() as u64,
+        "stopping: stations may send for grace_ms, then what was read is delivered within drain_ms"
+    );
     drop(listener); // stop accepting
     drop(tx);
     for h in threads {
@@ -679,21 +793,28 @@ impl Conn {
         let cfg = &self.cfg;
         let _ = set_keepalive(&self.stream);
         let deadline = Instant::now() + cfg.hello_timeout;
-        let (opening, leftover) =
-            match session::read_opening(&mut self.stream, deadline, &self.stop) {
-                Ok(x) => x,
-                Err(e) if e.kind() == io::ErrorKind::InvalidData => {
-                    self.hello_errors.fetch_add(1, Ordering::SeqCst);
-                    eprintln!("meridian: {}: bad HELLO ({e}); closed", self.peer);
-                    return;
+        let (opening, leftover) = match session::read_opening(
+            &mut self.stream,
+            deadline,
+            &self.stop,
+        ) {
+            Ok(x) => x,
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                self.hello_errors.fetch_add(1, Ordering::SeqCst);
+                if let Some(suppressed) = LOG_HELLO.allow() {
+                    tracing::warn!(peer = %self.peer, error = %e, suppressed, "bad HELLO; closed");
                 }
-                Err(_) => return, // reset before a byte: nothing to count
-            };
+                return;
+            }
+            Err(_) => return, // reset before a byte: nothing to count
+        };
         if matches!(opening, Opening::NeedMore) && !leftover.is_empty() {
             // Part of a HELLO and no more: a session that would never be acked
             // if taken as a plain stream.
             self.hello_errors.fetch_add(1, Ordering::SeqCst);
-            eprintln!("meridian: {}: incomplete HELLO; closed", self.peer);
+            if let Some(suppressed) = LOG_HELLO.allow() {
+                tracing::warn!(peer = %self.peer, suppressed, "incomplete HELLO; closed");
+            }
             return;
         }
         let (station, session) = match &opening {
@@ -704,7 +825,10 @@ impl Conn {
         // From here on the station is known by its registry key.
         let cell = self.metrics.station(&station);
         let station = cell.station.clone();
-        cell.connect(&self.peer.to_string());
+        cell.connect(&self.peer.to_string(), session);
+        if let Some(suppressed) = LOG_CONNECT.allow() {
+            tracing::info!(station = %crate::log::printable(&station), peer = %self.peer, session, suppressed, "station connected");
+        }
         // ACKs are small and written by the pipeline thread: never let one
         // block it for long on a station that does not read.
         let _ = self
@@ -755,6 +879,7 @@ impl Conn {
                 let consumed = decoded.input_bytes;
                 end = consumed;
                 cell.decoded(&counted, decoded, !batch.is_empty());
+                cell.read_to(consumed);
                 counted = *decoded;
                 // Blocks while the pipeline pushes back; the pipeline thread
                 // goes on ACKing meanwhile.
@@ -774,7 +899,40 @@ impl Conn {
             },
         );
         // A socket that cannot be set up ends like a reset, with nothing decoded.
-        let stats = read.map(|(_, stats)| stats).unwrap_or_default();
+        let (stats, reset) = match read {
+            Ok((_, stats)) => (stats, None),
+            Err(e) => (DecodeStats::default(), Some(e)),
+        };
+        match (&reset, idle_closed.get()) {
+            (Some(e), _) => {
+                if let Some(suppressed) = LOG_DISCONNECT.allow() {
+                    tracing::warn!(station = %crate::log::printable(&station), peer = %self.peer, error = %e, suppressed, "station connection reset");
+                }
+            }
+            (None, true) => {
+                if let Some(suppressed) = LOG_IDLE.allow() {
+                    tracing::info!(
+                        station = %crate::log::printable(&station),
+                        peer = %self.peer,
+                        idle_ms = cfg.idle_timeout.as_millis() as u64,
+                        suppressed,
+                        "station closed: idle"
+                    );
+                }
+            }
+            (None, false) => {
+                if let Some(suppressed) = LOG_DISCONNECT.allow() {
+                    tracing::info!(
+                        station = %crate::log::printable(&station),
+                        peer = %self.peer,
+                        frames = stats.frames_decoded,
+                        bytes = stats.input_bytes,
+                        suppressed,
+                        "station disconnected"
+                    );
+                }
+            }
+        }
         // What was decoded after the last chunk (bad headers, say).
         cell.decoded(&counted, &stats, false);
         let _ = tx.send(Msg::Closed(Box::new(ClosedConn {
@@ -845,6 +1003,12 @@ struct Forwarder<'a> {
     batch: Batch,
     /// When each row's bytes were read.
     read_at: Vec<Instant>,
+    /// Each row's station: an index into `origins`.
+    origin: Vec<u16>,
+    /// The stations of the batch's rows.
+    origins: Vec<Arc<StationCell>>,
+    /// Per origin: (frames kept, valid frames), counted once per batch.
+    tally: Vec<(u64, u64)>,
     first_at: Option<Instant>,
     acks: Vec<(Arc<StationLink>, u64)>,
     /// Links whose safe offset moved and that still owe an ACK.
@@ -864,10 +1028,21 @@ struct Forwarder<'a> {
 impl Forwarder<'_> {
     fn push(&mut self, chunk: &Batch, at: Instant, link: Arc<StationLink>, end: u64) {
         let n = chunk.len();
+        let mut origin = None;
         for i in 0..n {
             if self.batch.is_empty() {
                 self.first_at = Some(at);
+                origin = None; // a flush forgot the origins
             }
+            let o = match origin {
+                Some(o) => o,
+                None => {
+                    let o = self.origin_of(&link.cell);
+                    origin = Some(o);
+                    o
+                }
+            };
+            self.origin.push(o);
             self.batch
                 .push(chunk.sat[i], chunk.seq[i], chunk.flags[i], chunk.frame(i));
             self.read_at.push(at);
@@ -881,6 +1056,34 @@ impl Forwarder<'_> {
         }
     }
 
+    /// The index of `cell` among this batch's origins.
+    fn origin_of(&mut self, cell: &Arc<StationCell>) -> u16 {
+        if let Some(i) = self.origins.iter().rposition(|c| Arc::ptr_eq(c, cell)) {
+            return i as u16;
+        }
+        self.origins.push(Arc::clone(cell));
+        (self.origins.len() - 1) as u16
+    }
+
+    /// Per station of the batch: frames kept (first copies) and valid
+    /// frames not kept, published once per batch.
+    fn tally_origins(&mut self) {
+        self.tally.clear();
+        self.tally.resize(self.origins.len(), (0, 0));
+        for &r in self.stages.row_ids() {
+            self.tally[self.origin[r as usize] as usize].0 += 1;
+        }
+        let max_sat = self.cfg.pipeline.max_sat;
+        for (i, &o) in self.origin.iter().enumerate() {
+            if is_valid(self.batch.sat[i], self.batch.flags[i], max_sat) {
+                self.tally[o as usize].1 += 1;
+            }
+        }
+        for (cell, &(kept, valid)) in self.origins.iter().zip(&self.tally) {
+            cell.kept(kept, valid.saturating_sub(kept));
+        }
+    }
+
     fn flush(&mut self) {
         if self.batch.is_empty() {
             return;
@@ -889,7 +1092,11 @@ impl Forwarder<'_> {
         self.stages
             .process(&self.batch, &mut self.out, &mut ())
             .expect("writing into a Vec cannot fail");
+        self.metrics
+            .observe_gaps(&self.batch, self.stages.row_ids());
+        self.tally_origins();
         let now_stats = self.stages.stats();
+        log_window_events(&self.published, &now_stats);
         self.metrics.pipeline(&self.published, &now_stats);
         self.published = now_stats;
         let frames = self.stages.row_ids().len() as u64;
@@ -940,13 +1147,15 @@ impl Forwarder<'_> {
                 self.unsent_bytes += bytes;
                 self.acks.clear();
                 if !self.reported {
-                    eprintln!("meridian: giving up on the downstream: {e}");
+                    tracing::error!(error = %e, "giving up on the downstream");
                     self.reported = true;
                 }
             }
         }
         self.batch.clear();
         self.read_at.clear();
+        self.origin.clear();
+        self.origins.clear();
         self.first_at = None;
     }
 
@@ -1036,6 +1245,9 @@ fn pipeline_loop(
         stages,
         batch: Batch::with_capacity(pc.batch_size, 64),
         read_at: Vec::with_capacity(pc.batch_size),
+        origin: Vec::with_capacity(pc.batch_size),
+        origins: Vec::new(),
+        tally: Vec::new(),
         first_at: None,
         acks: Vec::new(),
         owed: Vec::new(),

@@ -37,6 +37,9 @@ use super::{ReadOptions, Shutdown};
 use crate::decode::Decoder;
 use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
 
+/// Failed upstream connections (a hostile peer) are rate-limited in the log.
+static LOG_FAILED: crate::log::RateLimit = crate::log::RateLimit::new(20, 10);
+
 /// After a stop, how long connections are still read: what a sender had
 /// already written is taken (and acked) rather than cut off.
 const STOP_GRACE: Duration = Duration::from_millis(200);
@@ -209,7 +212,9 @@ pub fn sink_with(
                                 if e.get_ref().is_some_and(|i| i.is::<session::SessionError>()) {
                                     t.hello_errors += 1;
                                 }
-                                eprintln!("sink: connection failed: {e}");
+                                if let Some(suppressed) = LOG_FAILED.allow() {
+                                    tracing::warn!(error = %e, suppressed, "sink: connection failed");
+                                }
                             }
                         }
                     });
@@ -296,7 +301,7 @@ impl Acker<'_> {
                     }
                     let synced = o.w.flush().and_then(|()| o.w.get_ref().sync_data());
                     if let Err(e) = synced {
-                        eprintln!("sink: syncing the output failed: {e}; acking nothing more");
+                        tracing::error!(error = %e, "sink: syncing the output failed; acking nothing more");
                         o.failed = true;
                         self.broken = true;
                         return false;
