@@ -251,9 +251,11 @@ impl Decoder {
             run.len += 1;
             pos += n;
             bytes += n;
-            // Long frames: a few per run, so each is still in L1 when it
-            // is copied into the batch after its CRC check.
-            if bytes >= RUN_BYTES {
+            // A run stays small enough that its frames are still in L1 when
+            // they are copied into the batch after their CRC checks, and a
+            // frame too long for the four-lane kernel ends it (it is checked
+            // alone, as before runs existed).
+            if bytes >= RUN_BYTES || n > crc::MAX_LEN + OVERHEAD {
                 break;
             }
         }
