@@ -314,47 +314,45 @@ impl Decoder {
         };
         let skipped = (p - pos) as u64;
         let rest = &data[p..];
+        // Rejecting the marker at `p`: its byte is skipped, scanning goes on after it.
+        let reject = Step::Moved {
+            to: p + 1,
+            skipped: skipped + 1,
+        };
         if rest.len() < HEADER_LEN {
-            if !eof {
-                return Step::Wait { to: p, skipped };
-            }
-            self.stats.truncated += 1;
-            return Step::Moved {
-                to: p + 1,
-                skipped: skipped + 1,
-            };
+            return self.incomplete(p, eof, skipped);
         }
         let h = Header::read(rest);
         if h.version != VERSION || h.len > self.max_payload {
             self.bad_header();
-            return Step::Moved {
-                to: p + 1,
-                skipped: skipped + 1,
-            };
+            return reject;
         }
         let n = h.frame_len();
         if rest.len() < n {
-            if !eof {
-                return Step::Wait { to: p, skipped };
-            }
-            self.stats.truncated += 1;
-            return Step::Moved {
-                to: p + 1,
-                skipped: skipped + 1,
-            };
+            return self.incomplete(p, eof, skipped);
         }
         let frame = &rest[..n];
         if wire::frame_crc(&frame[..n - wire::CRC_LEN]) != wire::stored_crc(frame) {
             self.crc_error();
-            return Step::Moved {
-                to: p + 1,
-                skipped: skipped + 1,
-            };
+            return reject;
         }
         batch.push_frame(h.sat, h.seq, h.flags, frame);
         self.stats.frames_decoded += 1;
         self.stats.frame_bytes += n as u64;
         Step::Moved { to: p + n, skipped }
+    }
+
+    /// The frame at `p` is not all there: wait for more input, or at the end
+    /// of input count it truncated and skip its marker's first byte.
+    fn incomplete(&mut self, p: usize, eof: bool, skipped: u64) -> Step {
+        if !eof {
+            return Step::Wait { to: p, skipped };
+        }
+        self.stats.truncated += 1;
+        Step::Moved {
+            to: p + 1,
+            skipped: skipped + 1,
+        }
     }
 
     #[cold]
