@@ -34,9 +34,7 @@ use serde::Serialize;
 use std::io::{Read, Write};
 
 use crate::batch::Batch;
-use crate::decode::{Decoder, FrameReader, DEFAULT_READ_CHUNK};
-use crate::pipeline::{BatchProcessor, Config, ProcessError, Summary};
-use crate::wire::OVERHEAD;
+use crate::pipeline::{Config, ProcessError, Summary};
 
 /// Ranges listed per satellite in a [`SatView`]: the highest ones.
 pub const SHOWN_RANGES: usize = 64;
@@ -633,28 +631,12 @@ pub fn process_stream_gaps<R: Read, W: Write>(
     cfg: Config,
     stop: &dyn Fn() -> bool,
 ) -> Result<(Summary, bool, GapTracker), ProcessError> {
-    cfg.check()?;
-    let mut reader = FrameReader::new(input, Decoder::new(cfg.max_payload), DEFAULT_READ_CHUNK);
-    let mut stages = BatchProcessor::new(cfg);
-    let mut batch = Batch::with_capacity(cfg.batch_size, OVERHEAD + 64);
     let mut gaps = GapTracker::new();
-    let mut stopped = false;
-    while reader
-        .fill(&mut batch, cfg.batch_size)
-        .map_err(ProcessError::Read)?
-        > 0
-    {
-        stages
-            .process(&batch, out, &mut ())
-            .map_err(ProcessError::Write)?;
-        gaps.observe(&batch, stages.row_ids());
-        if stop() {
-            stopped = true;
-            break;
-        }
-    }
-    out.flush().map_err(ProcessError::Write)?;
-    Ok((Summary::new(reader.stats(), stages.stats()), stopped, gaps))
+    let (summary, stopped) =
+        crate::pipeline::process_stream_each(input, out, cfg, stop, |batch, rows| {
+            gaps.observe(batch, rows)
+        })?;
+    Ok((summary, stopped, gaps))
 }
 
 /// The naive twin: every forwarded seq in a `BTreeSet` per satellite.

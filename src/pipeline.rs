@@ -319,6 +319,22 @@ pub fn process_stream_until<R: Read, W: Write>(
     cfg: Config,
     stop: &dyn Fn() -> bool,
 ) -> Result<(Summary, bool), ProcessError> {
+    process_stream_each(input, out, cfg, stop, |_, _| {})
+}
+
+/// [`process_stream_until`] that also hands each batch and the rows it
+/// forwarded ([`BatchProcessor::row_ids`], in (sat, seq) order) to `each`,
+/// once per batch after it is written (the gap tracker of `process`).
+///
+/// # Errors
+/// As [`process_stream`].
+pub fn process_stream_each<R: Read, W: Write>(
+    input: R,
+    out: &mut W,
+    cfg: Config,
+    stop: &dyn Fn() -> bool,
+    mut each: impl FnMut(&Batch, &[u32]),
+) -> Result<(Summary, bool), ProcessError> {
     cfg.check()?;
     let decoder = Decoder::new(cfg.max_payload);
     let mut reader = FrameReader::new(input, decoder, DEFAULT_READ_CHUNK);
@@ -333,6 +349,7 @@ pub fn process_stream_until<R: Read, W: Write>(
         stages
             .process(&batch, out, &mut ())
             .map_err(ProcessError::Write)?;
+        each(&batch, stages.row_ids());
         if stop() {
             stopped = true;
             break;
