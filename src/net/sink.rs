@@ -360,8 +360,10 @@ fn check_stream(
             super::POLL
         },
     };
+    let mut src = &stream;
     let (eof, d) = super::read_frames_after(
         &stream,
+        &mut src,
         prefix,
         read_opts,
         stop,
