@@ -563,3 +563,90 @@ fn unusable_certificate_files_are_usage_errors() {
         );
     }
 }
+
+#[test]
+fn a_whole_chain_runs_encrypted_gen_serve_sink() {
+    let pki = Pki::new("chain");
+    let gs0 = pki.ca.leaf("gs0", false, false);
+    let (cert, key) = (pki.write("gs0.pem", &gs0.0), pki.write("gs0.key", &gs0.1));
+    let meridian = pki.ca.leaf("meridian", false, false);
+    let (mcert, mkey) = (
+        pki.write("meridian.pem", &meridian.0),
+        pki.write("meridian.key", &meridian.1),
+    );
+    let received = pki.path("received.bin");
+    // The sink takes only a client certificate from our CA.
+    let (sink, sink_addr) = Proc::listening(&[
+        "sink",
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--connections",
+        "1",
+        "--out",
+        &received,
+        "--tls-cert",
+        &pki.path("serve.pem"),
+        "--tls-key",
+        &pki.path("serve.key"),
+        "--tls-client-ca",
+        &pki.path("ca.pem"),
+    ]);
+    let mut sink = sink;
+    let mut args = vec![
+        "serve".to_string(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--forward".into(),
+        sink_addr.trim().to_string(),
+        "--forward-tls-ca".into(),
+        pki.path("ca.pem"),
+        "--forward-tls-cert".into(),
+        mcert,
+        "--forward-tls-key".into(),
+        mkey,
+        "--json".into(),
+        "--grace-ms".into(),
+        "300".into(),
+    ];
+    args.extend(pki.serve_flags(true));
+    let (serve, addr) = Proc::listening(&strs(&args));
+    let mut gen = Proc::start(&[
+        "gen",
+        "--connect",
+        &addr,
+        "--stations",
+        "1",
+        "--station-name",
+        "gs",
+        "--frames",
+        "2000",
+        "--seed",
+        "11",
+        "--give-up-ms",
+        "10000",
+        "--tls-ca",
+        &pki.path("ca.pem"),
+        "--tls-cert",
+        &cert,
+        "--tls-key",
+        &key,
+    ]);
+    // gen exits 0 only once every frame is acked end to end, i.e. in the sink's file.
+    let code = gen.wait_code(Duration::from_secs(30));
+    assert_eq!(code, 0, "gen over TLS into TLS: {:?}", gen.lines());
+    let s = stop(serve);
+    assert_eq!(s["downstream_failures"], 0, "{s}");
+    let k = sink.finish(Duration::from_secs(20), 0);
+    let (keys, skipped) = decode_keys(&std::fs::read(&received).unwrap());
+    assert_eq!(skipped, 0);
+    let want = valid_keys(&GenConfig {
+        frames: 2000,
+        stations: 1,
+        seed: 11,
+        ..GenConfig::default()
+    });
+    let got: std::collections::HashSet<_> = keys.iter().copied().collect();
+    assert_eq!(got, want, "sink: {k}");
+    assert_eq!(keys.len(), want.len(), "each once");
+}

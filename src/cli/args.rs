@@ -270,6 +270,18 @@ pub(crate) struct ServeArgs {
     /// on an address other than loopback (no --tls-cert).
     #[arg(long)]
     pub(crate) require_tls: bool,
+    /// TLS to the downstream (--forward, --forward-raw), trusting its
+    /// certificate's CA in this PEM file; its certificate must name the
+    /// host of the downstream address.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_tls_ca: Option<String>,
+    /// With --forward-tls-ca: present this client certificate chain (PEM)
+    /// to the downstream; needs --forward-tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_tls_cert: Option<String>,
+    /// The private key (PEM) of --forward-tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_tls_key: Option<String>,
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
@@ -308,6 +320,16 @@ pub(crate) struct SinkArgs {
     /// With --out: fdatasync (and so ACK) at most this often.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub(crate) sync_ms: u64,
+    /// TLS on the downstream connection: this server certificate chain
+    /// (PEM); needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub(crate) tls_cert: Option<String>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_key: Option<String>,
+    /// With --tls-cert: require a client certificate signed by this CA (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<String>,
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,

@@ -332,6 +332,25 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
         (None, Some(_)) => return Err(CliError::Usage("--tls-key needs --tls-cert".into())),
     };
     cfg.allow = allow.map(Arc::new);
+    if let Some(ca) = &args.forward_tls_ca {
+        if args.out.is_some() && args.forward.is_none() && args.forward_raw.is_none() {
+            return Err(CliError::Usage(
+                "--forward-tls-ca needs --forward or --forward-raw".into(),
+            ));
+        }
+        cfg.forward_tls = Some(
+            ClientTls::load(
+                Path::new(ca),
+                args.forward_tls_cert.as_deref().map(Path::new),
+                args.forward_tls_key.as_deref().map(Path::new),
+            )
+            .map_err(|e| CliError::Usage(e.replace("--tls-", "--forward-tls-")))?,
+        );
+    } else if args.forward_tls_cert.is_some() || args.forward_tls_key.is_some() {
+        return Err(CliError::Usage(
+            "--forward-tls-cert and --forward-tls-key need --forward-tls-ca".into(),
+        ));
+    }
     let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
     let listener = serve::bind(&args.listen)
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
@@ -400,11 +419,23 @@ pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
     let local = listener
         .local_addr()
         .map_err(|e| CliError::runtime("listener", e))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls::load(
+                Path::new(cert),
+                Path::new(key),
+                args.tls_client_ca.as_deref().map(Path::new),
+            )
+            .map_err(CliError::Usage)?,
+        ),
+        _ => None,
+    };
     let opts = SinkOptions {
         out: args.out.as_ref().map(Into::into),
         append: args.append,
         connections: args.connections.map(|n| n as usize),
         sync_interval: Duration::from_millis(args.sync_ms),
+        tls,
         ..SinkOptions::default()
     };
     eprintln!("sink: listening on {local}");

@@ -356,6 +356,16 @@ impl SessionClient {
         if self.conn.is_none() || self.sent < self.pushed() {
             return self.write_out();
         }
+        // TLS records rustls took but could not write yet must go out, or
+        // their ACK never comes.
+        let flushed = match self.conn.as_ref().and_then(|c| c.tls.as_ref()) {
+            Some(t) => t.flush(),
+            None => Ok(()),
+        };
+        if let Err(e) = flushed {
+            self.fault(&e);
+            return Ok(());
+        }
         let seen = self.acked - self.conn.as_ref().map_or(self.acked, |c| c.start);
         let st = self.shared.lock();
         // Wait only when nothing arrived since `apply` looked.

@@ -49,7 +49,7 @@ use super::auth::Allowlist;
 use super::downstream::{Downstream, DownstreamStats, Target};
 use super::metrics::{LatencyBatch, Metrics, StationCell};
 use super::session::{self, Opening};
-use super::tls::{self, ServerTls, TlsConn, TlsReader};
+use super::tls::{self, ClientTls, ServerTls, TlsConn, TlsReader};
 use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
@@ -167,6 +167,8 @@ pub struct ServeConfig {
     /// The `[stations]` tables of the config file: which station may send
     /// which satellites; `None`: everything is allowed.
     pub allow: Option<Arc<Allowlist>>,
+    /// TLS to a TCP downstream (`--forward-tls-ca`, ...); `None`: plain TCP.
+    pub forward_tls: Option<ClientTls>,
 }
 
 impl ServeConfig {
@@ -189,6 +191,7 @@ impl ServeConfig {
             hello_timeout: Duration::from_secs(2),
             tls: None,
             allow: None,
+            forward_tls: None,
         }
     }
 }
@@ -522,6 +525,7 @@ pub fn serve_with(
         cfg.unacked_bytes,
         cfg.downstream_timeout,
         cfg.sync_every,
+        cfg.forward_tls.clone(),
         Arc::clone(&hard),
     )?;
     let mut stages = BatchProcessor::new(cfg.pipeline);

@@ -275,6 +275,19 @@ impl TlsConn {
         }
     }
 
+    /// Writes out what rustls still holds (a write that timed out after its
+    /// bytes were taken). A timeout is not an error: the rest stays held.
+    ///
+    /// # Errors
+    /// A socket error.
+    pub fn flush(&self) -> io::Result<()> {
+        let mut c = self.lock();
+        match self.flush_locked(&mut c) {
+            Err(e) if !super::is_retry(&e) => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     /// Sends close_notify and flushes what is held, retrying timeouts until
     /// `deadline`.
     pub fn close(&self, deadline: Instant) {
@@ -368,6 +381,15 @@ impl TlsReader {
         if !self.raw.is_empty() {
             let mut s: &[u8] = &self.raw;
             let n = c.read_tls(&mut s)?;
+            if n == 0 {
+                // Closed (close_notify) with bytes after it, or nothing taken:
+                // either way no progress is possible.
+                self.raw.clear();
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "TLS input after the end of the connection",
+                ));
+            }
             self.raw.drain(..n);
             if let Err(e) = c.process_new_packets() {
                 // The alert, if it can go.
