@@ -129,12 +129,11 @@ impl Pki {
         roots
             .add(CertificateDer::from_pem_slice(self.ca.pem().as_bytes()).unwrap())
             .unwrap();
-        let b = ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots);
+        let b =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots);
         Arc::new(match id {
             Some((cert, key)) => b
                 .with_client_auth_cert(
@@ -224,7 +223,11 @@ fn send_session(s: &mut Tls, name: &str, bytes: &[u8]) -> Result<(), String> {
             Ok(n) => {
                 parser.feed(&buf[..n]).map_err(|e| e.to_string())?;
             }
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(e) => return Err(format!("failed, acked {:?}: {e}", parser.last())),
         }
     }
@@ -341,7 +344,12 @@ fn bad_certificates_and_a_name_that_differs_are_refused_while_a_good_station_goe
         "gs0",
         "an expired certificate",
     );
-    assert_refused(&addr, &good, "gs1", "a HELLO name that is not the certificate's");
+    assert_refused(
+        &addr,
+        &good,
+        "gs1",
+        "a HELLO name that is not the certificate's",
+    );
 
     // The good station, on a new connection, is unaffected.
     let second = frames(&[(1, 3), (2, 2)], b"second");
@@ -409,7 +417,10 @@ fn the_allowlist_drops_other_satellites_before_the_window() {
     assert_eq!(station(&sum, "gs1")["unauthorized"], 0, "{sum}");
     assert_eq!(sum["unauthorized"], 10, "{sum}");
     assert_eq!(sum["auth_failures"], 1, "{sum}");
-    assert_eq!(sum["duplicates"], 0, "the forgery never entered the window: {sum}");
+    assert_eq!(
+        sum["duplicates"], 0,
+        "the forgery never entered the window: {sum}"
+    );
     let got = std::fs::read(&out).unwrap();
     let (keys, _) = decode_keys(&got);
     assert!(keys.iter().all(|k| k.0 != 20 || *k == (20, 42)), "{keys:?}");
@@ -434,7 +445,10 @@ fn the_allowlist_drops_other_satellites_before_the_window() {
     let mut rest = got[..genuine_at].to_vec();
     rest.extend_from_slice(&got[genuine_at + genuine.len()..]);
     assert_eq!(rest, want_own, "gs0's frames forwarded byte-identical");
-    assert!(!got.windows(6).any(|w| w == b"FORGED"), "no forgery forwarded");
+    assert!(
+        !got.windows(6).any(|w| w == b"FORGED"),
+        "no forgery forwarded"
+    );
 }
 
 #[test]
@@ -472,7 +486,11 @@ fn a_stalled_handshake_holds_only_its_slot_and_is_closed_at_the_idle_timeout() {
         match stalled.read(&mut buf) {
             Ok(0) => break opened.elapsed(),
             Ok(_) => {} // an alert, perhaps
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
             Err(_) => break opened.elapsed(),
         }
         assert!(
@@ -536,13 +554,32 @@ fn unusable_certificate_files_are_usage_errors() {
     let other_key = pki.write("other.key", &KeyPair::generate().unwrap().serialize_pem());
     let missing = pki.path("missing.pem");
     for (args, says) in [
-        (vec!["--tls-cert", &garbage, "--tls-key", &key], "--tls-cert"),
-        (vec!["--tls-cert", &cert, "--tls-key", &garbage], "--tls-key"),
-        (vec!["--tls-cert", &missing, "--tls-key", &key], "--tls-cert"),
-        (vec!["--tls-cert", &cert], "--tls-key"),
-        (vec!["--tls-cert", &cert, "--tls-key", &other_key], "does not fit"),
         (
-            vec!["--tls-cert", &cert, "--tls-key", &key, "--tls-client-ca", &garbage],
+            vec!["--tls-cert", &garbage, "--tls-key", &key],
+            "--tls-cert",
+        ),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &garbage],
+            "--tls-key",
+        ),
+        (
+            vec!["--tls-cert", &missing, "--tls-key", &key],
+            "--tls-cert",
+        ),
+        (vec!["--tls-cert", &cert], "--tls-key"),
+        (
+            vec!["--tls-cert", &cert, "--tls-key", &other_key],
+            "does not fit",
+        ),
+        (
+            vec![
+                "--tls-cert",
+                &cert,
+                "--tls-key",
+                &key,
+                "--tls-client-ca",
+                &garbage,
+            ],
             "--tls-client-ca",
         ),
         (vec!["--tls-client-ca", &cert], "--tls-client-ca"),
@@ -557,10 +594,7 @@ fn unusable_certificate_files_are_usage_errors() {
             lines.iter().any(|l| l.contains(says)),
             "{args:?}: {lines:?}"
         );
-        assert!(
-            !lines.iter().any(|l| l.contains("panicked")),
-            "{lines:?}"
-        );
+        assert!(!lines.iter().any(|l| l.contains("panicked")), "{lines:?}");
     }
 }
 

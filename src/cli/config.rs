@@ -134,16 +134,34 @@ fn file_flags(path: &str, text: &str) -> Result<Vec<(String, usize, Vec<String>)
     Ok(out)
 }
 
+/// Where the `[stations...]` tables start: the byte offset of the first
+/// line that opens one (the flags' keys all come before it), or the end.
+fn stations_start(text: &str) -> usize {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with("[stations") || t.starts_with("[ stations") {
+            return at;
+        }
+        at += line.len();
+    }
+    text.len()
+}
+
 /// The `[stations.NAME]` tables of the file, if it has a `stations` key.
 fn allowlist(path: &str, text: &str) -> Result<Option<Allowlist>, CliError> {
-    let table: BTreeMap<Spanned<String>, Spanned<Value>> =
-        toml::from_str(text).map_err(|e| CliError::Usage(format!("--config {path}: {e}")))?;
-    let Some((key, value)) = table.iter().find(|(k, _)| k.get_ref() == "stations") else {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        CliError::Usage(format!(
+            "--config {path}: not valid TOML: {}",
+            one_line(e.message())
+        ))
+    })?;
+    let Some(value) = table.get("stations") else {
         return Ok(None);
     };
-    let line = line_of(text, key.span().start);
+    let line = line_of(text, stations_start(text));
     let bad = |what: String| CliError::Usage(format!("--config {path} line {line}: {what}"));
-    let Value::Table(stations) = value.get_ref() else {
+    let Value::Table(stations) = value else {
         return Err(bad(
             "'stations' must be tables: [stations.NAME] satellites = [\"1-24\", \"100\"]".into(),
         ));
@@ -200,7 +218,9 @@ pub(crate) fn merged_serve_args(
 ) -> Result<(ServeArgs, Option<Allowlist>), CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("cannot read --config {path}: {e}")))?;
-    let keys = file_flags(path, &text)?;
+    // The flags' keys come before the [stations] tables (TOML puts every
+    // key after a table header into that table).
+    let keys = file_flags(path, &text[..stations_start(&text)])?;
     let allow = allowlist(path, &text)?;
     let base: Vec<OsString> = ["meridian-pipeline", "serve"].map(Into::into).to_vec();
     // Each key alone first, so a value the flag rejects is blamed on its line.
@@ -271,7 +291,13 @@ mod tests {
     #[test]
     fn stations_tables_make_the_allowlist() {
         let text = "batch_size = 8\n[stations.gs0]\nsatellites = [\"1-24\", 100]\n[stations.gs1]\nsatellites = []\n";
-        assert_eq!(file_flags("t", text).unwrap().len(), 1);
+        assert_eq!(stations_start(text), 15);
+        assert_eq!(
+            file_flags("t", &text[..stations_start(text)])
+                .unwrap()
+                .len(),
+            1
+        );
         let list = allowlist("t", text).unwrap().unwrap();
         assert_eq!(list.len(), 2);
         let gs0 = list.get("gs0").unwrap();

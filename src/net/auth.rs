@@ -28,9 +28,9 @@ impl SatSet {
         for item in items {
             let s = item.trim();
             let num = |t: &str| {
-                t.trim().parse::<u32>().map_err(|_| {
-                    format!("'{item}' is not a satellite id or a range like \"1-24\"")
-                })
+                t.trim()
+                    .parse::<u32>()
+                    .map_err(|_| format!("'{item}' is not a satellite id or a range like \"1-24\""))
             };
             let r = match s.split_once('-') {
                 Some((a, b)) => (num(a)?, num(b)?),

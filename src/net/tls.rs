@@ -73,9 +73,12 @@ fn pem_error(e: &rustls::pki_types::pem::Error) -> String {
 fn roots(flag: &str, path: &Path) -> Result<RootCertStore, String> {
     let mut store = RootCertStore::empty();
     for c in load_certs(flag, path)? {
-        store
-            .add(c)
-            .map_err(|e| format!("{flag} {}: not a usable CA certificate: {e}", path.display()))?;
+        store.add(c).map_err(|e| {
+            format!(
+                "{flag} {}: not a usable CA certificate: {e}",
+                path.display()
+            )
+        })?;
     }
     Ok(store)
 }
@@ -590,8 +593,14 @@ mod tests {
 
     #[test]
     fn identity_is_the_common_name_else_the_first_dns_name() {
-        assert_eq!(identity(&cert(Some("gs0"), &["other"])).as_deref(), Some("gs0"));
-        assert_eq!(identity(&cert(None, &["gs1", "gs2"])).as_deref(), Some("gs1"));
+        assert_eq!(
+            identity(&cert(Some("gs0"), &["other"])).as_deref(),
+            Some("gs0")
+        );
+        assert_eq!(
+            identity(&cert(None, &["gs1", "gs2"])).as_deref(),
+            Some("gs1")
+        );
         assert_eq!(identity(&cert(None, &[])), None);
         assert_eq!(identity(b"not a certificate"), None);
         assert_eq!(identity(&[]), None);
