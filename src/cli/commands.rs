@@ -185,7 +185,6 @@ fn connect(args: &GenArgs, addr: &str) -> Result<(), CliError> {
         raw: args.raw,
         ack_timeout: Duration::from_millis(args.give_up_ms),
         reconnect_deadline: Duration::from_millis(args.give_up_ms),
-        ..SendOptions::default()
     };
     let r = send_stations_with(addr, &args.workload.config(args.frames), &opts, stop)
         .map_err(|e| CliError::runtime(&format!("sending to {addr} failed"), e))?;
