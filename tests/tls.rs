@@ -509,6 +509,34 @@ fn a_stalled_handshake_holds_only_its_slot_and_is_closed_at_the_idle_timeout() {
 }
 
 #[test]
+fn a_plain_station_on_a_tls_serve_is_closed_and_counted() {
+    let pki = Pki::new("plain-on-tls");
+    let out = pki.path("out.bin");
+    let flags = pki.serve_flags(false);
+    let (serve, addr) = start_serve(&out, &strs(&flags));
+    let mut plain = TcpStream::connect(&addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut bytes = Hello::new("gs0").to_bytes();
+    bytes.extend_from_slice(&frames(&[(1, 1)], b"in the clear"));
+    plain.write_all(&bytes).unwrap();
+    // Whatever comes back (an alert), it is no ACK, and the connection ends.
+    let mut got = Vec::new();
+    let _ = plain.read_to_end(&mut got);
+    assert!(!got.starts_with(b"MRDA"), "{got:?}");
+    // Without --tls-client-ca, a TLS station needs no certificate.
+    let mut s = connect(&addr, &pki.client(None));
+    let good = frames(&[(1, 2)], b"encrypted");
+    send_session(&mut s, "gs0", &good).expect("a TLS station without a certificate");
+    drop(s);
+    let sum = stop(serve);
+    assert_eq!(sum["tls_errors"], 1, "{sum}");
+    assert_eq!(sum["auth_failures"], 0, "{sum}");
+    assert_eq!(std::fs::read(&out).unwrap(), good);
+}
+
+#[test]
 fn plain_tcp_off_loopback_warns_and_require_tls_refuses_it() {
     let dir = Scratch::new("tls-plain");
     let out = dir.path("out.bin");
@@ -533,6 +561,25 @@ fn plain_tcp_off_loopback_warns_and_require_tls_refuses_it() {
     let warn = p.after("plain TCP on a non-loopback address");
     assert!(warn.contains("any satellite"), "{warn}");
     p.kill9();
+    // With TLS, off loopback is fine, --require-tls or not.
+    let pki = Pki::new("plain-require");
+    let mut args = vec![
+        "serve".to_string(),
+        "--listen".into(),
+        "0.0.0.0:0".into(),
+        "--out".into(),
+        out.to_string(),
+        "--require-tls".into(),
+    ];
+    args.extend(pki.serve_flags(true));
+    let (mut p, _) = Proc::listening(&strs(&args));
+    thread::sleep(Duration::from_millis(200));
+    p.kill9();
+    assert!(
+        !p.lines().iter().any(|l| l.contains("non-loopback")),
+        "{:?}",
+        p.lines()
+    );
     // On loopback, no warning.
     let (mut p, _) = Proc::listening(&["serve", "--listen", "127.0.0.1:0", "--out", out]);
     thread::sleep(Duration::from_millis(200));
