@@ -385,8 +385,14 @@ fn the_allowlist_drops_other_satellites_before_the_window() {
     );
     let out = pki.path("out.bin");
     let mut flags = pki.serve_flags(true);
-    flags.extend(["--config".into(), config]);
-    let (serve, addr) = start_serve(&out, &strs(&flags));
+    flags.extend([
+        "--config".into(),
+        config,
+        "--admin".into(),
+        "127.0.0.1:0".into(),
+    ]);
+    let (mut serve, addr) = start_serve(&out, &strs(&flags));
+    let admin = serve.after("admin on ").trim().to_string();
 
     // gs0 sends its own satellites mixed with forgeries for satellite 20,
     // among them (20, 42), before the station that owns 20 sends it.
@@ -411,6 +417,13 @@ fn the_allowlist_drops_other_satellites_before_the_window() {
     let gs2 = pki.client(Some(&pki.ca.leaf("gs2", false, false)));
     assert_refused(&addr, &gs2, "gs2", "a station not in [stations]");
     drop((s, s1));
+    let m = http_get(&admin, "/metrics");
+    assert_eq!(
+        metric(&m, "meridian_frames_unauthorized_total{station=\"gs0\"}"),
+        Some(10),
+        "{m}"
+    );
+    assert_eq!(metric(&m, "meridian_auth_failures_total"), Some(1), "{m}");
 
     let sum = stop(serve);
     assert_eq!(station(&sum, "gs0")["unauthorized"], 10, "{sum}");
@@ -730,4 +743,36 @@ fn a_whole_chain_runs_encrypted_gen_serve_sink() {
     let got: std::collections::HashSet<_> = keys.iter().copied().collect();
     assert_eq!(got, want, "sink: {k}");
     assert_eq!(keys.len(), want.len(), "each once");
+}
+
+#[test]
+fn a_bad_stations_table_is_a_usage_error_naming_its_line() {
+    let dir = Scratch::new("tls-bad-stations");
+    let out = dir.path("out.bin");
+    for (toml, says) in [
+        (
+            "batch_size = 8\n\n[stations.gs0]\nsatellites = [\"9-1\"]\n",
+            "line 3: [stations.gs0] satellites: '9-1'",
+        ),
+        (
+            "[stations.gs0]\nsats = [\"1\"]\n",
+            "line 1: [stations.gs0] needs exactly one key",
+        ),
+    ] {
+        let path = dir.path("m.toml");
+        std::fs::write(&path, toml).unwrap();
+        let mut p = Proc::start(&[
+            "serve",
+            "--config",
+            path.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        assert_eq!(p.wait_code(Duration::from_secs(10)), 2, "{:?}", p.lines());
+        assert!(
+            p.lines().iter().any(|l| l.contains(says)),
+            "{says}: {:?}",
+            p.lines()
+        );
+    }
 }
