@@ -408,13 +408,17 @@ impl TlsReader {
 
     /// One read of the socket into `raw` (outside the lock). False at end of file.
     fn fill(&mut self) -> io::Result<bool> {
-        let mut tmp = [0u8; 18 * 1024];
-        let n = (&self.tls.sock).read(&mut tmp)?;
+        // Straight into `raw` (empty here), up to 64 KiB a read as plain
+        // streams read: a few TLS records per system call.
+        let had = self.raw.len();
+        self.raw.resize(had + 64 * 1024, 0);
+        let got = (&self.tls.sock).read(&mut self.raw[had..]);
+        self.raw.truncate(had + *got.as_ref().unwrap_or(&0));
+        let n = got?;
         if n == 0 {
             self.eof = true;
             return Ok(false);
         }
-        self.raw.extend_from_slice(&tmp[..n]);
         Ok(true)
     }
 
