@@ -7,7 +7,10 @@
 # throughputs and the ratio. Then latency at about half of serve's full load:
 # read-to-forward and read-to-delivered (when a station can be acked).
 # Usage: scripts/e2e-bench.sh [FRAMES, default 300000]
-# SERVE_EXTRA="--admin 127.0.0.1:0" passes extra options to both serve runs.
+# SERVE_EXTRA="--admin 127.0.0.1:0" passes extra options to both serve runs,
+# GEN_EXTRA to the gen --connect runs into serve (not the relay run): with
+# SERVE_EXTRA="--tls-cert C --tls-key K" GEN_EXTRA="--tls-ca CA" the
+# stations connect to serve over TLS.
 # MERIDIAN_BIN=PATH uses that binary instead of building the release one
 # (the test suite runs it that way with a few thousand frames). Needs
 # python3; installs socat if missing; removes its temporary directory.
@@ -37,7 +40,7 @@ wait_listen "$tmp/sink1.err"
 "$bin" serve --listen 127.0.0.1:$mp --forward 127.0.0.1:$sp --batch-size 1000 --json ${SERVE_EXTRA:-} 2>"$tmp/serve.err" & serve=$!
 wait_listen "$tmp/serve.err"
 t0=$(date +%s.%N)
-"$bin" gen --connect 127.0.0.1:$mp "${gen[@]}" 2>/dev/null
+"$bin" gen --connect 127.0.0.1:$mp "${gen[@]}" ${GEN_EXTRA:-} 2>/dev/null
 kill -TERM $serve; wait $serve; wait $sink
 t1=$(date +%s.%N)
 serve_s=$(python3 -c "print($t1 - $t0)")
@@ -77,7 +80,7 @@ sp=$(port); mp=$(port)
 wait_listen "$tmp/sink3.err"
 "$bin" serve --listen 127.0.0.1:$mp --forward 127.0.0.1:$sp --json ${SERVE_EXTRA:-} 2>"$tmp/serve3.err" & serve=$!
 wait_listen "$tmp/serve3.err"
-"$bin" gen --connect 127.0.0.1:$mp --stations 3 --frames $((rate * 3 * 5)) --payload 1115 --seed 8 --rate "$rate" 2>/dev/null
+"$bin" gen --connect 127.0.0.1:$mp --stations 3 --frames $((rate * 3 * 5)) --payload 1115 --seed 8 --rate "$rate" ${GEN_EXTRA:-} 2>/dev/null
 kill -TERM $serve; wait $serve; wait $sink
 python3 - "$tmp/serve3.err" "$rate" <<'PY'
 import json, sys

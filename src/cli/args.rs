@@ -154,6 +154,19 @@ pub(crate) struct GenArgs {
         requires = "connect"
     )]
     pub(crate) give_up_ms: u64,
+    /// With --connect: TLS, trusting the server certificate's CA in this PEM file.
+    #[arg(long, value_name = "PATH", requires = "connect")]
+    pub(crate) tls_ca: Option<String>,
+    /// With --tls-ca: present this client certificate chain (PEM) for mutual TLS.
+    #[arg(long, value_name = "PATH", requires_all = ["tls_ca", "tls_key"])]
+    pub(crate) tls_cert: Option<String>,
+    /// With --tls-cert: the client certificate's private key (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_key: Option<String>,
+    /// With --tls-ca: the name the server certificate must carry
+    /// [default: the host of --connect].
+    #[arg(long, value_name = "NAME", requires = "tls_ca")]
+    pub(crate) tls_server_name: Option<String>,
     /// Frames in the capture, copies included.
     #[arg(long, default_value_t = 100_000, value_name = "N")]
     pub(crate) frames: u64,
@@ -242,6 +255,33 @@ pub(crate) struct ServeArgs {
     /// With --out: fdatasync at most this often.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub(crate) sync_ms: u64,
+    /// TLS on station connections: this server certificate chain (PEM); needs --tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_cert: Option<String>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_key: Option<String>,
+    /// Mutual TLS: stations must present a certificate signed by this CA
+    /// (PEM); a station's identity is its certificate's common name (or
+    /// first DNS name), and a HELLO naming another station is refused.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) tls_client_ca: Option<String>,
+    /// Refuse to start (exit 2) when stations would connect over plain TCP
+    /// on an address other than loopback (no --tls-cert).
+    #[arg(long)]
+    pub(crate) require_tls: bool,
+    /// TLS to the downstream (--forward, --forward-raw), trusting its
+    /// certificate's CA in this PEM file; its certificate must name the
+    /// host of the downstream address.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_tls_ca: Option<String>,
+    /// With --forward-tls-ca: present this client certificate chain (PEM)
+    /// to the downstream; needs --forward-tls-key.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_tls_cert: Option<String>,
+    /// The private key (PEM) of --forward-tls-cert.
+    #[arg(long, value_name = "PATH")]
+    pub(crate) forward_tls_key: Option<String>,
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,
@@ -280,6 +320,16 @@ pub(crate) struct SinkArgs {
     /// With --out: fdatasync (and so ACK) at most this often.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub(crate) sync_ms: u64,
+    /// TLS on the downstream connection: this server certificate chain
+    /// (PEM); needs --tls-key.
+    #[arg(long, value_name = "PATH", requires = "tls_key")]
+    pub(crate) tls_cert: Option<String>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_key: Option<String>,
+    /// With --tls-cert: require a client certificate signed by this CA (PEM).
+    #[arg(long, value_name = "PATH", requires = "tls_cert")]
+    pub(crate) tls_client_ca: Option<String>,
     /// The summary as one JSON object, the last line of stderr.
     #[arg(long)]
     pub(crate) json: bool,

@@ -14,10 +14,12 @@ use meridian_pipeline::gaps::{process_stream_gaps, GapTotals};
 use meridian_pipeline::harness::gen;
 use meridian_pipeline::harness::runner::{self, Limit, Progress, RunError, RunOptions};
 use meridian_pipeline::net::admin::AdminServer;
+use meridian_pipeline::net::client::ClientOptions;
 use meridian_pipeline::net::downstream::Target;
 use meridian_pipeline::net::send::{send_stations_with, SendOptions};
 use meridian_pipeline::net::serve::{self, ServeConfig};
 use meridian_pipeline::net::sink::{sink_with, SinkOptions};
+use meridian_pipeline::net::tls::{ClientTls, ServerTls};
 use meridian_pipeline::net::Shutdown;
 use meridian_pipeline::pipeline::ProcessError;
 use meridian_pipeline::Summary;
@@ -165,13 +167,24 @@ pub(crate) fn generate(args: &GenArgs) -> Result<(), CliError> {
 /// `gen --connect`: one station per connection; sessions unless `--raw`.
 fn connect(args: &GenArgs, addr: &str) -> Result<(), CliError> {
     let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
+    let mut client = ClientOptions::default();
+    if let Some(ca) = &args.tls_ca {
+        let mut tls = ClientTls::load(
+            Path::new(ca),
+            args.tls_cert.as_deref().map(Path::new),
+            args.tls_key.as_deref().map(Path::new),
+        )
+        .map_err(CliError::Usage)?;
+        tls.server_name.clone_from(&args.tls_server_name);
+        client.tls = Some(tls);
+    }
     let opts = SendOptions {
+        client,
         rate: args.rate,
         name_prefix: args.station_name.clone(),
         raw: args.raw,
         ack_timeout: Duration::from_millis(args.give_up_ms),
         reconnect_deadline: Duration::from_millis(args.give_up_ms),
-        ..SendOptions::default()
     };
     let r = send_stations_with(addr, &args.workload.config(args.frames), &opts, stop)
         .map_err(|e| CliError::runtime(&format!("sending to {addr} failed"), e))?;
@@ -220,6 +233,7 @@ fn init_log(args: &LogArgs) -> Result<(), CliError> {
 /// options under the command line's.
 pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
     let merged;
+    let mut allow = None;
     let args = match &args.config {
         Some(path) => {
             // What followed `serve` on the command line.
@@ -227,7 +241,9 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
                 .skip_while(|a| a != "serve")
                 .skip(1)
                 .collect();
-            merged = super::config::merged_serve_args(path, &cli)?;
+            let (a, list) = super::config::merged_serve_args(path, &cli)?;
+            merged = a;
+            allow = list;
             &merged
         }
         None => args,
@@ -296,12 +312,61 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
     cfg.downstream_timeout = Duration::from_millis(args.downstream_timeout_ms);
     cfg.unacked_bytes = args.unacked_bytes as usize;
     cfg.sync_every = Duration::from_millis(args.sync_ms);
+    cfg.tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls::load(
+                Path::new(cert),
+                Path::new(key),
+                args.tls_client_ca.as_deref().map(Path::new),
+            )
+            .map_err(CliError::Usage)?,
+        ),
+        (None, None) if args.tls_client_ca.is_some() => {
+            return Err(CliError::Usage(
+                "--tls-client-ca needs --tls-cert and --tls-key".into(),
+            ))
+        }
+        (None, None) => None,
+        (Some(_), None) => return Err(CliError::Usage("--tls-cert needs --tls-key".into())),
+        (None, Some(_)) => return Err(CliError::Usage("--tls-key needs --tls-cert".into())),
+    };
+    cfg.allow = allow.map(Arc::new);
+    if let Some(ca) = &args.forward_tls_ca {
+        if args.out.is_some() && args.forward.is_none() && args.forward_raw.is_none() {
+            return Err(CliError::Usage(
+                "--forward-tls-ca needs --forward or --forward-raw".into(),
+            ));
+        }
+        cfg.forward_tls = Some(
+            ClientTls::load(
+                Path::new(ca),
+                args.forward_tls_cert.as_deref().map(Path::new),
+                args.forward_tls_key.as_deref().map(Path::new),
+            )
+            .map_err(|e| CliError::Usage(e.replace("--tls-", "--forward-tls-")))?,
+        );
+    } else if args.forward_tls_cert.is_some() || args.forward_tls_key.is_some() {
+        return Err(CliError::Usage(
+            "--forward-tls-cert and --forward-tls-key need --forward-tls-ca".into(),
+        ));
+    }
     let stop = Shutdown::on_signals().map_err(|e| CliError::runtime("signal setup failed", e))?;
     let listener = serve::bind(&args.listen)
         .map_err(|e| CliError::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     let local = listener
         .local_addr()
         .map_err(|e| CliError::runtime("listener", e))?;
+    if cfg.tls.is_none() && !local.ip().is_loopback() {
+        if args.require_tls {
+            return Err(CliError::Usage(format!(
+                "--require-tls: stations would connect to {local} over plain TCP; give --tls-cert and --tls-key, or listen on loopback"
+            )));
+        }
+        tracing::warn!(
+            listen = %local,
+            "plain TCP on a non-loopback address: anyone who can reach {local} can send frames for any satellite (a forged copy sent first suppresses the genuine one) and read ACKs; use --tls-cert/--tls-key with --tls-client-ca, or --require-tls to refuse this"
+        );
+    }
     if let Some((flag, d)) = downstream {
         let same_port = d.port() == local.port();
         if same_port && (d.ip() == local.ip() || local.ip().is_unspecified()) {
@@ -353,11 +418,23 @@ pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
     let local = listener
         .local_addr()
         .map_err(|e| CliError::runtime("listener", e))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            ServerTls::load(
+                Path::new(cert),
+                Path::new(key),
+                args.tls_client_ca.as_deref().map(Path::new),
+            )
+            .map_err(CliError::Usage)?,
+        ),
+        _ => None,
+    };
     let opts = SinkOptions {
         out: args.out.as_ref().map(Into::into),
         append: args.append,
         connections: args.connections.map(|n| n as usize),
         sync_interval: Duration::from_millis(args.sync_ms),
+        tls,
         ..SinkOptions::default()
     };
     eprintln!("sink: listening on {local}");

@@ -7,12 +7,18 @@
 //! through the flag's own parser and checks. An unknown key, a value of the
 //! wrong kind, or one the flag rejects is a usage error (exit 2) naming the
 //! key and its line.
+//!
+//! One key is not a flag: `[stations.NAME]` tables, each with
+//! `satellites = ["1-24", "100"]`, the allowlist (see
+//! [`meridian_pipeline::net::auth`]).
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 
 use clap::Parser;
 use toml::{Spanned, Value};
+
+use meridian_pipeline::net::auth::{Allowlist, SatSet};
 
 use super::args::{Cli, Command, ServeArgs};
 use super::CliError;
@@ -52,6 +58,13 @@ const KEYS: &[(&str, Kind)] = &[
     ("downstream_timeout_ms", Kind::Value),
     ("unacked_bytes", Kind::Value),
     ("sync_ms", Kind::Value),
+    ("tls_cert", Kind::Value),
+    ("tls_key", Kind::Value),
+    ("tls_client_ca", Kind::Value),
+    ("require_tls", Kind::Switch),
+    ("forward_tls_ca", Kind::Value),
+    ("forward_tls_cert", Kind::Value),
+    ("forward_tls_key", Kind::Value),
     ("json", Kind::Switch),
     ("log_format", Kind::Value),
     ("log_filter", Kind::Value),
@@ -93,6 +106,9 @@ fn file_flags(path: &str, text: &str) -> Result<Vec<(String, usize, Vec<String>)
     for (key, value) in entries {
         let name = key.get_ref();
         let line = line_of(text, key.span().start);
+        if name == "stations" {
+            continue; // the allowlist: see `allowlist`
+        }
         let Some(&(_, kind)) = KEYS.iter().find(|(k, _)| k == name) else {
             return Err(CliError::Usage(format!(
                 "--config {path} line {line}: unknown key '{name}'"
@@ -118,6 +134,65 @@ fn file_flags(path: &str, text: &str) -> Result<Vec<(String, usize, Vec<String>)
     Ok(out)
 }
 
+/// Where the `[stations...]` tables start: the byte offset of the first
+/// line that opens one (the flags' keys all come before it), or the end.
+fn stations_start(text: &str) -> usize {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        let t = line.trim_start();
+        if t.starts_with("[stations") || t.starts_with("[ stations") {
+            return at;
+        }
+        at += line.len();
+    }
+    text.len()
+}
+
+/// The `[stations.NAME]` tables of the file, if it has a `stations` key.
+fn allowlist(path: &str, text: &str) -> Result<Option<Allowlist>, CliError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| {
+        CliError::Usage(format!(
+            "--config {path}: not valid TOML: {}",
+            one_line(e.message())
+        ))
+    })?;
+    let Some(value) = table.get("stations") else {
+        return Ok(None);
+    };
+    let line = line_of(text, stations_start(text));
+    let bad = |what: String| CliError::Usage(format!("--config {path} line {line}: {what}"));
+    let Value::Table(stations) = value else {
+        return Err(bad(
+            "'stations' must be tables: [stations.NAME] satellites = [\"1-24\", \"100\"]".into(),
+        ));
+    };
+    let mut list = Allowlist::default();
+    for (name, t) in stations {
+        let Some(sats) = t.as_table().and_then(|t| {
+            (t.len() == 1).then_some(())?;
+            t.get("satellites")?.as_array()
+        }) else {
+            return Err(bad(format!(
+                "[stations.{name}] needs exactly one key: satellites = [\"1-24\", \"100\"]"
+            )));
+        };
+        let items: Vec<String> = sats
+            .iter()
+            .map(|v| match v {
+                Value::String(s) => Ok(s.clone()),
+                Value::Integer(i) => Ok(i.to_string()),
+                _ => Err(bad(format!(
+                    "[stations.{name}] satellites: each item a number or a string like \"1-24\""
+                ))),
+            })
+            .collect::<Result<_, _>>()?;
+        let set = SatSet::parse(items.iter().map(String::as_str))
+            .map_err(|e| bad(format!("[stations.{name}] satellites: {e}")))?;
+        list.insert(name, set);
+    }
+    Ok(Some(list))
+}
+
 fn parse_serve(argv: &[OsString]) -> Result<ServeArgs, String> {
     match Cli::try_parse_from(argv) {
         Ok(Cli {
@@ -137,10 +212,16 @@ fn parse_serve(argv: &[OsString]) -> Result<ServeArgs, String> {
 ///
 /// # Errors
 /// A usage error naming the file and, for a key, its name and line.
-pub(crate) fn merged_serve_args(path: &str, cli_args: &[OsString]) -> Result<ServeArgs, CliError> {
+pub(crate) fn merged_serve_args(
+    path: &str,
+    cli_args: &[OsString],
+) -> Result<(ServeArgs, Option<Allowlist>), CliError> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::Usage(format!("cannot read --config {path}: {e}")))?;
-    let keys = file_flags(path, &text)?;
+    // The flags' keys come before the [stations] tables (TOML puts every
+    // key after a table header into that table).
+    let keys = file_flags(path, &text[..stations_start(&text)])?;
+    let allow = allowlist(path, &text)?;
     let base: Vec<OsString> = ["meridian-pipeline", "serve"].map(Into::into).to_vec();
     // Each key alone first, so a value the flag rejects is blamed on its line.
     for (name, line, flags) in &keys {
@@ -169,7 +250,9 @@ pub(crate) fn merged_serve_args(path: &str, cli_args: &[OsString]) -> Result<Ser
         argv.extend(flags.iter().map(OsString::from));
     }
     argv.extend(cli_args.iter().cloned());
-    parse_serve(&argv).map_err(|e| CliError::Usage(format!("{e} (with --config {path})")))
+    let args =
+        parse_serve(&argv).map_err(|e| CliError::Usage(format!("{e} (with --config {path})")))?;
+    Ok((args, allow))
 }
 
 /// Every key of the config file, for the tests of the documented example.
@@ -203,5 +286,33 @@ mod tests {
         }
         let flags = file_flags("example", &live).unwrap();
         assert_eq!(flags.len(), KEYS.len());
+    }
+
+    #[test]
+    fn stations_tables_make_the_allowlist() {
+        let text = "batch_size = 8\n[stations.gs0]\nsatellites = [\"1-24\", 100]\n[stations.gs1]\nsatellites = []\n";
+        assert_eq!(stations_start(text), 15);
+        assert_eq!(
+            file_flags("t", &text[..stations_start(text)])
+                .unwrap()
+                .len(),
+            1
+        );
+        let list = allowlist("t", text).unwrap().unwrap();
+        assert_eq!(list.len(), 2);
+        let gs0 = list.get("gs0").unwrap();
+        assert!(gs0.contains(24) && gs0.contains(100) && !gs0.contains(25));
+        assert!(!list.get("gs1").unwrap().contains(1));
+        assert!(list.get("gs2").is_none());
+        assert!(allowlist("t", "batch_size = 8\n").unwrap().is_none());
+        for bad in [
+            "stations = 3\n",
+            "[stations.gs0]\nsats = [\"1\"]\n",
+            "[stations.gs0]\nsatellites = [\"9-1\"]\n",
+            "[stations.gs0]\nsatellites = [true]\n",
+        ] {
+            let e = allowlist("t", bad).unwrap_err();
+            assert!(matches!(e, CliError::Usage(_)), "{bad}");
+        }
     }
 }

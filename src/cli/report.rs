@@ -77,6 +77,12 @@ pub(crate) fn print_serve_summary(s: &ServeSummary, stale_dropped: bool) {
         "connections: {} accepted, {} rejected, {} idle closed, {} bad HELLOs; {} station bytes acked",
         s.connections_accepted, s.connections_rejected, s.idle_closed, s.hello_errors, s.acked_bytes
     );
+    if s.auth_failures > 0 || s.tls_errors > 0 || s.unauthorized > 0 {
+        eprintln!(
+            "security: {} connections refused (auth failures), {} TLS errors, {} unauthorized frames dropped",
+            s.auth_failures, s.tls_errors, s.unauthorized
+        );
+    }
     eprintln!(
         "downstream: {} reconnects, {} connect failures, {} failures, {} bytes resent; {} unacked frames ({} unsent)",
         s.downstream_reconnects,

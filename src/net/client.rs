@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::session::{AckParser, Hello};
+use super::tls::{ClientTls, TlsConn};
 use super::Shutdown;
 
 /// Outages of a logged peer (a downstream flapping) are rate-limited.
@@ -77,6 +78,9 @@ pub struct ClientOptions {
     /// ("`<log_as>` unreachable: ...") and one its end ("connected again"),
     /// so an operator sees a downstream come and go without a flood.
     pub log_as: Option<String>,
+    /// TLS to the server (checking its certificate, presenting one when
+    /// configured); `None`: plain TCP.
+    pub tls: Option<ClientTls>,
 }
 
 impl Default for ClientOptions {
@@ -92,6 +96,7 @@ impl Default for ClientOptions {
             give_up: Some(Duration::from_secs(30)),
             keepalive: Some(Duration::from_secs(10)),
             log_as: None,
+            tls: None,
         }
     }
 }
@@ -142,6 +147,8 @@ impl Shared {
 #[derive(Debug)]
 struct Conn {
     stream: TcpStream,
+    /// The TLS state over `stream`, when TLS is on: writes go through it.
+    tls: Option<Arc<TlsConn>>,
     /// The logical position its frame stream starts at.
     start: u64,
     reader: Option<JoinHandle<()>>,
@@ -304,6 +311,9 @@ impl SessionClient {
     /// its side. Bytes not acked stay counted in [`SessionClient::unacked`].
     pub fn close(&mut self, linger: Duration) {
         if let Some(c) = self.conn.as_mut() {
+            if let Some(t) = &c.tls {
+                t.close(Instant::now() + linger.min(self.opts.write_timeout));
+            }
             let _ = c.stream.shutdown(Both::Write);
             if self.opts.raw {
                 // No reader thread: wait here for the server to close.
@@ -345,6 +355,16 @@ impl SessionClient {
         self.check_limits()?;
         if self.conn.is_none() || self.sent < self.pushed() {
             return self.write_out();
+        }
+        // TLS records rustls took but could not write yet must go out, or
+        // their ACK never comes.
+        let flushed = match self.conn.as_ref().and_then(|c| c.tls.as_ref()) {
+            Some(t) => t.flush(),
+            None => Ok(()),
+        };
+        if let Err(e) = flushed {
+            self.fault(&e);
+            return Ok(());
         }
         let seen = self.acked - self.conn.as_ref().map_or(self.acked, |c| c.start);
         let st = self.shared.lock();
@@ -485,7 +505,11 @@ impl SessionClient {
                 &b[from - a.len()..]
             };
             let c = self.conn.as_mut().expect("connected above");
-            match c.stream.write(chunk) {
+            let wrote = match &c.tls {
+                Some(t) => t.write(chunk),
+                None => c.stream.write(chunk),
+            };
+            match wrote {
                 Ok(0) => self.fault(&io::Error::from(io::ErrorKind::WriteZero)),
                 Ok(n) => {
                     let (s, e) = (self.sent, self.sent + n as u64);
@@ -576,16 +600,32 @@ impl SessionClient {
         }
         stream.set_write_timeout(Some(POLL))?;
         self.sent = self.acked;
+        let mut tls = None;
+        if let Some(t) = &self.opts.tls {
+            stream.set_read_timeout(Some(POLL))?;
+            stream.set_write_timeout(Some(self.opts.write_timeout))?;
+            let mut r = t.connect(stream.try_clone()?, &self.addr)?;
+            let deadline = Instant::now() + self.opts.connect_timeout.max(self.opts.write_timeout);
+            r.handshake(deadline, &self.stop)?;
+            stream.set_write_timeout(Some(POLL))?;
+            tls = Some(r);
+        }
+        let tls_conn = tls.as_ref().map(|r| Arc::clone(r.conn()));
         if self.opts.raw {
             return Ok(Conn {
                 stream,
+                tls: tls_conn,
                 start: self.acked,
                 reader: None,
             });
         }
         // The HELLO is tiny: a fresh socket's buffer takes it whole.
         stream.set_write_timeout(Some(self.opts.write_timeout))?;
-        stream.write_all(&Hello::new(&self.opts.name).to_bytes())?;
+        let hello = Hello::new(&self.opts.name).to_bytes();
+        match &tls_conn {
+            Some(t) => t.write_all(&hello)?,
+            None => stream.write_all(&hello)?,
+        }
         stream.set_write_timeout(Some(POLL))?;
         stream.set_read_timeout(Some(POLL))?;
         self.generation += 1;
@@ -595,13 +635,14 @@ impl SessionClient {
             st.acked = 0;
             st.fault = None;
         }
-        let reader = read_acks(
-            stream.try_clone()?,
-            Arc::clone(&self.shared),
-            self.generation,
-        )?;
+        let source: Box<dyn Read + Send> = match tls {
+            Some(r) => Box::new(r),
+            None => Box::new(stream.try_clone()?),
+        };
+        let reader = read_acks(source, Arc::clone(&self.shared), self.generation)?;
         Ok(Conn {
             stream,
+            tls: tls_conn,
             start: self.acked,
             reader: Some(reader),
         })
@@ -618,7 +659,7 @@ impl Drop for SessionClient {
 /// them; ends at the connection's end (publishing it as a fault) or when a
 /// newer connection has replaced it.
 fn read_acks(
-    mut stream: TcpStream,
+    mut stream: Box<dyn Read + Send>,
     shared: Arc<Shared>,
     generation: u64,
 ) -> io::Result<JoinHandle<()>> {

@@ -22,6 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::client::{ClientOptions, ClientStats, SessionClient};
+use super::tls::ClientTls;
 use super::Shutdown;
 
 const BACKOFF_MIN: Duration = Duration::from_millis(20);
@@ -78,6 +79,7 @@ impl Downstream {
         max_unacked: usize,
         timeout: Duration,
         sync_every: Duration,
+        tls: Option<ClientTls>,
         hard_stop: Arc<Shutdown>,
     ) -> io::Result<Downstream> {
         let client = |addr: &String, raw: bool| {
@@ -88,6 +90,7 @@ impl Downstream {
                 max_unacked,
                 give_up: None,
                 log_as: Some(format!("downstream {addr}")),
+                tls: tls.clone(),
                 ..ClientOptions::default()
             };
             Downstream::Tcp(Box::new(SessionClient::new(addr, opts, hard_stop.clone())))

@@ -64,6 +64,8 @@ pub struct StationCell {
     first_copies: AtomicU64,
     /// Valid frames of this station that were not the copy kept.
     duplicates: AtomicU64,
+    /// Frames for satellites the station may not send, dropped.
+    unauthorized: AtomicU64,
     /// The last connection: a session (acked) or a plain stream.
     session: AtomicBool,
     /// The last connection's stream offset read so far.
@@ -92,6 +94,7 @@ impl StationCell {
             acked_bytes: AtomicU64::new(0),
             first_copies: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
+            unauthorized: AtomicU64::new(0),
             session: AtomicBool::new(false),
             session_read: AtomicU64::new(0),
             session_acked: AtomicU64::new(0),
@@ -141,6 +144,12 @@ impl StationCell {
         }
     }
 
+    /// Counts `frames` more of this station's frames dropped for
+    /// satellites it may not send.
+    pub fn unauthorized(&self, frames: u64) {
+        self.unauthorized.fetch_add(frames, Ordering::Relaxed);
+    }
+
     /// Frames of this station that were the copy kept.
     pub fn first_copies(&self) -> u64 {
         self.first_copies.load(Ordering::Relaxed)
@@ -149,6 +158,11 @@ impl StationCell {
     /// Valid frames of this station that were not the copy kept.
     pub fn duplicates(&self) -> u64 {
         self.duplicates.load(Ordering::Relaxed)
+    }
+
+    /// Frames of this station dropped as unauthorized.
+    pub fn unauthorized_frames(&self) -> u64 {
+        self.unauthorized.load(Ordering::Relaxed)
     }
 
     /// Frames per second over the last `secs` seconds of samples (`None`
@@ -246,6 +260,10 @@ pub struct Metrics {
     late: AtomicU64,
     suspect: AtomicU64,
     unacked_bytes: AtomicU64,
+    /// Connections refused for who they are.
+    auth_failures: AtomicU64,
+    /// TLS connections closed for another TLS failure.
+    tls_errors: AtomicU64,
     latency_buckets: [AtomicU64; 14],
     latency_count: AtomicU64,
     latency_sum_us: AtomicU64,
@@ -266,6 +284,8 @@ impl Default for Metrics {
             late: AtomicU64::new(0),
             suspect: AtomicU64::new(0),
             unacked_bytes: AtomicU64::new(0),
+            auth_failures: AtomicU64::new(0),
+            tls_errors: AtomicU64::new(0),
             latency_buckets: Default::default(),
             latency_count: AtomicU64::new(0),
             latency_sum_us: AtomicU64::new(0),
@@ -299,6 +319,26 @@ impl LatencyBatch {
 }
 
 impl Metrics {
+    /// Counts a connection refused for who it is.
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Connections refused for who they are, so far.
+    pub fn auth_failures(&self) -> u64 {
+        self.auth_failures.load(Ordering::SeqCst)
+    }
+
+    /// Counts a TLS connection closed for another TLS failure.
+    pub fn tls_error(&self) {
+        self.tls_errors.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// TLS failures other than refusals, so far.
+    pub fn tls_errors(&self) -> u64 {
+        self.tls_errors.load(Ordering::SeqCst)
+    }
+
     /// The entry for `station`, created if new: beyond
     /// [`MAX_STATION_ENTRIES`] new stations share [`OTHER_STATIONS`].
     pub fn station(&self, station: &str) -> Arc<StationCell> {
@@ -523,6 +563,13 @@ impl Metrics {
         );
         per_station(
             &mut o,
+            "meridian_frames_unauthorized_total",
+            "counter",
+            "Frames from a station for satellites it may not send ([stations] in the config), dropped.",
+            &|c| c.unauthorized.load(r).to_string(),
+        );
+        per_station(
+            &mut o,
             "meridian_station_connected",
             "gauge",
             "1 while a connection of the station is open, else 0.",
@@ -565,6 +612,16 @@ impl Metrics {
                 "meridian_frames_suspect_total",
                 "Frames too far above their satellite's highest seq (--max-seq-jump), dropped.",
                 &self.suspect,
+            ),
+            (
+                "meridian_auth_failures_total",
+                "Station connections refused for who they are: client certificate missing or not verified, HELLO name not the certificate's identity, station not in [stations].",
+                &self.auth_failures,
+            ),
+            (
+                "meridian_tls_errors_total",
+                "TLS station connections closed for another TLS failure (broken or unfinished handshake).",
+                &self.tls_errors,
             ),
         ] {
             header(&mut o, name, "counter", help);

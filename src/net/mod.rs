@@ -13,6 +13,7 @@
 //! downstream's replay buffer.
 
 pub mod admin;
+pub mod auth;
 pub mod client;
 pub mod downstream;
 pub mod metrics;
@@ -20,6 +21,7 @@ pub mod send;
 pub mod serve;
 pub mod session;
 pub mod sink;
+pub mod tls;
 
 use std::io::{self, Read};
 use std::net::TcpStream;
@@ -108,7 +110,7 @@ impl Shutdown {
 /// opening) come first. `idle`, when given, runs before every read and at
 /// every timeout; it returns false to end the stream.
 struct Link<'a> {
-    stream: &'a TcpStream,
+    src: &'a mut (dyn Read + 'a),
     prefix: io::Cursor<Vec<u8>>,
     stop: &'a Shutdown,
     grace: Duration,
@@ -129,7 +131,6 @@ impl Read for Link<'_> {
         if n > 0 {
             return Ok(n);
         }
-        let mut stream = self.stream;
         loop {
             // Looked at before every read, so a station that never pauses
             // still stops at the grace period.
@@ -139,7 +140,7 @@ impl Read for Link<'_> {
             if !self.idle_ok() {
                 break;
             }
-            match stream.read(buf) {
+            match self.src.read(buf) {
                 Ok(0) => break,
                 Ok(n) => return Ok(n),
                 Err(e)
@@ -182,18 +183,22 @@ pub(crate) struct ReadOptions {
 /// whose `input_bytes` is the stream offset the decoder has consumed up to
 /// (counted from the first byte of `prefix`): every frame before it has
 /// been handed over, and it never falls inside a frame.
+///
+/// `sock` is the socket under `src` (the socket itself, or the TLS stream
+/// over it): its timeouts are set here.
 pub(crate) fn read_frames_after<'a>(
-    stream: &'a TcpStream,
+    sock: &'a TcpStream,
+    src: &'a mut (dyn Read + 'a),
     prefix: Vec<u8>,
     opts: ReadOptions,
     stop: &'a Shutdown,
     idle: Option<&'a mut (dyn FnMut() -> bool + 'a)>,
     mut each: impl FnMut(&mut Batch, &DecodeStats, Instant) -> bool,
 ) -> io::Result<(bool, DecodeStats)> {
-    stream.set_nonblocking(false)?;
-    stream.set_read_timeout(Some(opts.poll.max(Duration::from_millis(1))))?;
+    sock.set_nonblocking(false)?;
+    sock.set_read_timeout(Some(opts.poll.max(Duration::from_millis(1))))?;
     let mut link = Link {
-        stream,
+        src,
         prefix: io::Cursor::new(prefix),
         stop,
         grace: opts.grace,

@@ -45,9 +45,11 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::admin::AdminServer;
+use super::auth::Allowlist;
 use super::downstream::{Downstream, DownstreamStats, Target};
 use super::metrics::{LatencyBatch, Metrics, StationCell};
 use super::session::{self, Opening};
+use super::tls::{self, ClientTls, ServerTls, TlsConn, TlsReader};
 use super::{ReadOptions, Shutdown};
 use crate::batch::Batch;
 use crate::decode::{DecodeStats, Decoder, FrameReader};
@@ -76,6 +78,9 @@ static LOG_REJECTED: RateLimit = RateLimit::new(10, 10);
 static LOG_SUSPECT: RateLimit = RateLimit::new(5, 10);
 static LOG_REANCHOR: RateLimit = RateLimit::new(5, 10);
 static LOG_EVICT: RateLimit = RateLimit::new(5, 10);
+static LOG_AUTH: RateLimit = RateLimit::new(10, 10);
+static LOG_TLS: RateLimit = RateLimit::new(10, 10);
+static LOG_UNAUTHORIZED: RateLimit = RateLimit::new(5, 10);
 
 /// Logs what the window did in one batch: suspect frames dropped,
 /// satellites re-anchored, satellites' window state evicted (rate-limited).
@@ -156,6 +161,14 @@ pub struct ServeConfig {
     pub sync_every: Duration,
     /// How long a new connection may take to send its opening bytes.
     pub hello_timeout: Duration,
+    /// TLS on station connections (`--tls-cert/--tls-key`), mutual when
+    /// it has a client CA; `None`: plain TCP.
+    pub tls: Option<ServerTls>,
+    /// The `[stations]` tables of the config file: which station may send
+    /// which satellites; `None`: everything is allowed.
+    pub allow: Option<Arc<Allowlist>>,
+    /// TLS to a TCP downstream (`--forward-tls-ca`, ...); `None`: plain TCP.
+    pub forward_tls: Option<ClientTls>,
 }
 
 impl ServeConfig {
@@ -176,6 +189,9 @@ impl ServeConfig {
             unacked_bytes: 256 << 20,
             sync_every: Duration::from_millis(50),
             hello_timeout: Duration::from_secs(2),
+            tls: None,
+            allow: None,
+            forward_tls: None,
         }
     }
 }
@@ -201,6 +217,9 @@ pub struct StationStats {
     pub first_copies: u64,
     /// Valid frames it delivered that were not the copy kept.
     pub duplicates: u64,
+    /// Frames for satellites it is not allowed to send (`[stations]` in
+    /// the config file): dropped before the pipeline, never forwarded.
+    pub unauthorized: u64,
     /// What its decoders counted.
     #[serde(flatten)]
     pub decode: DecodeStats,
@@ -249,6 +268,17 @@ pub struct ServeSummary {
     pub accept_errors: u64,
     /// Connections that opened with a bad HELLO, closed.
     pub hello_errors: u64,
+    /// Connections refused for who they are: no client certificate or one
+    /// that does not verify (with `--tls-client-ca`), a HELLO name that
+    /// differs from the certificate's identity, a station not listed in
+    /// the config's `[stations]`.
+    pub auth_failures: u64,
+    /// TLS connections closed for another TLS failure: a handshake that
+    /// broke, or did not finish within `--idle-timeout-ms`.
+    pub tls_errors: u64,
+    /// Frames dropped for a satellite their station may not send, over all
+    /// stations (each station's count is in `stations`).
+    pub unauthorized: u64,
     /// Station connections closed for being idle (or to make room for a new one).
     pub idle_closed: u64,
     /// Station stream bytes acked, over all sessions.
@@ -280,9 +310,9 @@ pub struct ServeSummary {
 /// back); the station thread waits on `sent` for its last one.
 #[derive(Debug)]
 struct StationLink {
-    /// A session's socket (a clone of the station thread's); `None` for a
-    /// plain stream, which gets no ACKs.
-    stream: Option<TcpStream>,
+    /// A session's socket (a clone of the station thread's, or its TLS
+    /// state); `None` for a plain stream, which gets no ACKs.
+    stream: Option<AckOut>,
     ack: Mutex<AckState>,
     /// The offset of the last ACK written, read by the station thread.
     sent: AtomicU64,
@@ -298,8 +328,35 @@ struct AckState {
     broken: bool,
 }
 
+/// Where a session's ACKs are written: its socket, or its TLS connection.
+#[derive(Debug)]
+enum AckOut {
+    Plain(TcpStream),
+    Tls(Arc<TlsConn>),
+}
+
+impl AckOut {
+    fn write_all(&self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            AckOut::Plain(s) => {
+                let mut w = s;
+                w.write_all(bytes)
+            }
+            AckOut::Tls(t) => t.write_all(bytes),
+        }
+    }
+
+    fn shutdown(&self) {
+        let s = match self {
+            AckOut::Plain(s) => s,
+            AckOut::Tls(t) => t.socket(),
+        };
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    }
+}
+
 impl StationLink {
-    fn new(stream: Option<TcpStream>, cell: Arc<StationCell>) -> StationLink {
+    fn new(stream: Option<AckOut>, cell: Arc<StationCell>) -> StationLink {
         StationLink {
             stream,
             cell,
@@ -335,12 +392,11 @@ impl StationLink {
         if !force && a.at.elapsed() < every {
             return true;
         }
-        let mut w = stream;
-        if w.write_all(&session::encode_ack(a.safe)).is_err() {
+        if stream.write_all(&session::encode_ack(a.safe)).is_err() {
             // Perhaps half an ACK went out: close, so the station reconnects
             // and resends from its last ACK instead of waiting forever.
             a.broken = true;
-            let _ = stream.shutdown(std::net::Shutdown::Both);
+            stream.shutdown();
             return false;
         }
         self.cell.acked(a.safe - a.sent, a.safe);
@@ -469,6 +525,7 @@ pub fn serve_with(
         cfg.unacked_bytes,
         cfg.downstream_timeout,
         cfg.sync_every,
+        cfg.forward_tls.clone(),
         Arc::clone(&hard),
     )?;
     let mut stages = BatchProcessor::new(cfg.pipeline);
@@ -587,8 +644,10 @@ pub fn serve_with(
         st.acked_bytes = cell.acked_bytes();
         st.first_copies = cell.first_copies();
         st.duplicates = cell.duplicates();
+        st.unauthorized = cell.unauthorized_frames();
         acked_bytes += st.acked_bytes;
     }
+    let unauthorized = stations.iter().map(|s| s.unauthorized).sum();
     Ok(ServeSummary {
         summary,
         gaps: metrics.gap_totals(),
@@ -596,6 +655,9 @@ pub fn serve_with(
         connections_rejected: conns.rejected,
         accept_errors: conns.accept_errors,
         hello_errors: conns.hello_errors.load(Ordering::SeqCst),
+        auth_failures: metrics.auth_failures(),
+        tls_errors: metrics.tls_errors(),
+        unauthorized,
         idle_closed: out.idle_closed + conns.evicted,
         acked_bytes,
         resent_bytes: d.resent_bytes,
@@ -789,15 +851,76 @@ struct Conn {
 }
 
 impl Conn {
+    /// Refuses the connection for who it is: counted in `auth_failures`, logged, closed.
+    fn refuse(&self, station: &str, why: &str) {
+        self.metrics.auth_failure();
+        if let Some(suppressed) = LOG_AUTH.allow() {
+            tracing::warn!(
+                peer = %self.peer,
+                station = %crate::log::printable(station),
+                suppressed,
+                "station refused: {why}"
+            );
+        }
+        let _ = self.stream.shutdown(std::net::Shutdown::Both);
+    }
+
+    /// The TLS handshake, within `--idle-timeout-ms` (reads time out every
+    /// [`POLL`], so a stop is seen). Returns the TLS stream and, with mutual
+    /// TLS, the client's identity; `None` when the connection was closed.
+    fn tls_accept(&self, server: &ServerTls) -> Option<(TlsReader, Option<String>)> {
+        let sock = self.stream.try_clone().ok()?;
+        sock.set_read_timeout(Some(POLL)).ok()?;
+        sock.set_write_timeout(Some(Duration::from_secs(1))).ok()?;
+        let mut r = server.accept(sock).ok()?;
+        let deadline = Instant::now() + self.cfg.idle_timeout;
+        if let Err(e) = r.handshake(deadline, &self.stop) {
+            if tls::is_certificate_error(&e) {
+                self.refuse("", &format!("client certificate not accepted: {e}"));
+                return None;
+            }
+            if !self.stop.requested() {
+                self.metrics.tls_error();
+                if let Some(suppressed) = LOG_TLS.allow() {
+                    tracing::warn!(peer = %self.peer, error = %e, suppressed, "TLS handshake failed; closed");
+                }
+            }
+            let _ = self.stream.shutdown(std::net::Shutdown::Both);
+            return None;
+        }
+        let identity = if server.mutual() {
+            match r.conn().peer_identity() {
+                Some(id) => Some(id),
+                None => {
+                    self.refuse(
+                        "",
+                        "client certificate has no subject common name or DNS name",
+                    );
+                    return None;
+                }
+            }
+        } else {
+            None
+        };
+        Some((r, identity))
+    }
+
     fn run(mut self) {
-        let cfg = &self.cfg;
         let _ = set_keepalive(&self.stream);
+        let (mut tls, identity) = match &self.cfg.tls {
+            Some(server) => match self.tls_accept(server) {
+                Some((r, id)) => (Some(r), id),
+                None => return,
+            },
+            None => (None, None),
+        };
+        let cfg = &self.cfg;
         let deadline = Instant::now() + cfg.hello_timeout;
-        let (opening, leftover) = match session::read_opening(
-            &mut self.stream,
-            deadline,
-            &self.stop,
-        ) {
+        let opening = match &mut tls {
+            Some(r) => session::read_opening_from(r, deadline, &self.stop),
+            None => session::read_opening(&mut self.stream, deadline, &self.stop),
+        };
+        let (opening, leftover) = match opening {
             Ok(x) => x,
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
                 self.hello_errors.fetch_add(1, Ordering::SeqCst);
@@ -817,10 +940,30 @@ impl Conn {
             }
             return;
         }
-        let (station, session) = match &opening {
-            Opening::Session { hello, .. } if !hello.name.is_empty() => (hello.name.clone(), true),
-            Opening::Session { .. } => (self.peer.to_string(), true),
-            _ => (self.peer.to_string(), false),
+        if let (Some(id), Opening::Session { hello, .. }) = (&identity, &opening) {
+            if hello.name != *id {
+                self.refuse(
+                    &hello.name,
+                    &format!("HELLO name differs from its certificate's identity '{id}'"),
+                );
+                return;
+            }
+        }
+        let session = matches!(opening, Opening::Session { .. });
+        // A HELLO name, else the certificate's identity, else the peer address.
+        let station = match &opening {
+            Opening::Session { hello, .. } if !hello.name.is_empty() => hello.name.clone(),
+            _ => identity.clone().unwrap_or_else(|| self.peer.to_string()),
+        };
+        let allowed = match &cfg.allow {
+            Some(list) => match list.get(&station) {
+                Some(sats) => Some(sats),
+                None => {
+                    self.refuse(&station, "not listed in the config file's [stations]");
+                    return;
+                }
+            },
+            None => None,
         };
         // From here on the station is known by its registry key.
         let cell = self.metrics.station(&station);
@@ -834,14 +977,12 @@ impl Conn {
         let _ = self
             .stream
             .set_write_timeout(Some(Duration::from_millis(50)));
-        let link = Arc::new(StationLink::new(
-            if session {
-                self.stream.try_clone().ok()
-            } else {
-                None
-            },
-            Arc::clone(&cell),
-        ));
+        let ack_out = match (&tls, session) {
+            (_, false) => None,
+            (Some(r), true) => Some(AckOut::Tls(Arc::clone(r.conn()))),
+            (None, true) => self.stream.try_clone().ok().map(AckOut::Plain),
+        };
+        let link = Arc::new(StationLink::new(ack_out, Arc::clone(&cell)));
         let mut counted = DecodeStats::default();
         let mut end = 0u64;
         let idle_closed = std::cell::Cell::new(false);
@@ -866,8 +1007,15 @@ impl Conn {
             poll: POLL * 2,
         };
         let tx = self.tx.clone();
+        let mut plain = &self.stream;
+        let src: &mut dyn io::Read = match &mut tls {
+            Some(r) => r,
+            None => &mut plain,
+        };
+        let mut scratch = Batch::default();
         let read = super::read_frames_after(
             &self.stream,
+            src,
             leftover,
             opts,
             &self.stop,
@@ -881,6 +1029,21 @@ impl Conn {
                 cell.decoded(&counted, decoded, !batch.is_empty());
                 cell.read_to(consumed);
                 counted = *decoded;
+                if let Some(sats) = &allowed {
+                    // Before the pipeline: never forwarded, never in the window.
+                    let dropped = sats.retain(batch, &mut scratch);
+                    if dropped > 0 {
+                        cell.unauthorized(dropped);
+                        if let Some(suppressed) = LOG_UNAUTHORIZED.allow() {
+                            tracing::warn!(
+                                station = %crate::log::printable(&cell.station),
+                                frames = dropped,
+                                suppressed,
+                                "frames for satellites the station may not send dropped (unauthorized)"
+                            );
+                        }
+                    }
+                }
                 // Blocks while the pipeline pushes back; the pipeline thread
                 // goes on ACKing meanwhile.
                 let sent = tx
@@ -1028,6 +1191,21 @@ struct Forwarder<'a> {
 impl Forwarder<'_> {
     fn push(&mut self, chunk: &Batch, at: Instant, link: Arc<StationLink>, end: u64) {
         let n = chunk.len();
+        if n == 0 {
+            // Every frame of the chunk was dropped before the pipeline
+            // (unauthorized): its end is safe with whatever came before it.
+            if !self.batch.is_empty() {
+                self.acks.push((link, end));
+            } else if let Some(last) = self.pending.back_mut() {
+                last.acks.push((link, end));
+            } else {
+                link.advance(end);
+                if !self.owed.iter().any(|l| Arc::ptr_eq(l, &link)) {
+                    self.owed.push(link);
+                }
+            }
+            return;
+        }
         let mut origin = None;
         for i in 0..n {
             if self.batch.is_empty() {

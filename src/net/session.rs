@@ -207,6 +207,21 @@ pub fn read_opening(
     stop: &Shutdown,
 ) -> io::Result<(Opening, Vec<u8>)> {
     stream.set_read_timeout(Some(POLL))?;
+    read_opening_from(stream, deadline, stop)
+}
+
+/// [`read_opening`] from any stream (a TLS stream, say) whose reads time
+/// out as a socket's do (`WouldBlock`/`TimedOut`); the caller sets the
+/// socket's read timeout, which is how often the deadline and `stop` are
+/// looked at.
+///
+/// # Errors
+/// As [`read_opening`].
+pub fn read_opening_from(
+    stream: &mut dyn Read,
+    deadline: Instant,
+    stop: &Shutdown,
+) -> io::Result<(Opening, Vec<u8>)> {
     let mut got = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     loop {

@@ -26,13 +26,14 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
 use super::session::{self, Opening};
+use super::tls::{ServerTls, TlsConn};
 use super::{ReadOptions, Shutdown};
 use crate::decode::Decoder;
 use crate::wire::{self, Header, HEADER_LEN, OVERHEAD, SYNC, VERSION};
@@ -92,8 +93,11 @@ pub struct SinkOptions {
     /// when there is no `out` (`--ack-interval-ms`, 20).
     pub ack_interval: Duration,
     /// How long a new connection may take to show its first bytes before it
-    /// is taken as a plain stream.
+    /// is taken as a plain stream (and, with TLS, to finish its handshake).
     pub hello_timeout: Duration,
+    /// TLS on the connections (`sink --tls-cert/--tls-key`, client
+    /// certificates with `--tls-client-ca`); `None`: plain TCP.
+    pub tls: Option<ServerTls>,
 }
 
 impl Default for SinkOptions {
@@ -105,6 +109,7 @@ impl Default for SinkOptions {
             sync_interval: Duration::from_millis(50),
             ack_interval: session::DEFAULT_ACK_INTERVAL,
             hello_timeout: Duration::from_secs(2),
+            tls: None,
         }
     }
 }
@@ -260,6 +265,8 @@ type Keys = Mutex<HashSet<(u32, u64)>>;
 /// A session's ACK bookkeeping, run from the connection's thread.
 struct Acker<'a> {
     stream: &'a TcpStream,
+    /// With TLS, ACKs go through it.
+    tls: Option<Arc<TlsConn>>,
     file: Option<&'a Mutex<Out>>,
     sync_interval: Duration,
     ack_interval: Duration,
@@ -312,8 +319,15 @@ impl Acker<'_> {
                 self.written
             }
         };
-        let mut s = self.stream;
-        if s.write_all(&session::encode_ack(safe)).is_err() {
+        let ack = session::encode_ack(safe);
+        let wrote = match &self.tls {
+            Some(t) => t.write_all(&ack),
+            None => {
+                let mut s = self.stream;
+                s.write_all(&ack)
+            }
+        };
+        if wrote.is_err() {
             self.broken = true;
             return false;
         }
@@ -330,14 +344,28 @@ fn check_stream(
     stop: &Shutdown,
     opts: &SinkOptions,
 ) -> io::Result<SinkSummary> {
-    let (opening, prefix) =
-        session::read_opening(&mut stream, Instant::now() + opts.hello_timeout, stop)?;
+    let mut tls = match &opts.tls {
+        Some(server) => {
+            stream.set_read_timeout(Some(Duration::from_millis(20)))?;
+            stream.set_write_timeout(Some(Duration::from_secs(1)))?;
+            let mut r = server.accept(stream.try_clone()?)?;
+            r.handshake(Instant::now() + opts.hello_timeout, stop)?;
+            Some(r)
+        }
+        None => None,
+    };
+    let deadline = Instant::now() + opts.hello_timeout;
+    let (opening, prefix) = match &mut tls {
+        Some(r) => session::read_opening_from(r, deadline, stop)?,
+        None => session::read_opening(&mut stream, deadline, stop)?,
+    };
     let is_session = matches!(opening, Opening::Session { .. });
     stream.set_nodelay(true)?;
     stream.set_write_timeout(Some(Duration::from_secs(1)))?;
     let ack_every = opts.ack_interval.max(Duration::from_millis(2));
     let acker = RefCell::new(Acker {
         stream: &stream,
+        tls: tls.as_ref().map(|r| Arc::clone(r.conn())),
         file,
         sync_interval: opts.sync_interval,
         ack_interval: ack_every,
@@ -360,8 +388,14 @@ fn check_stream(
             super::POLL
         },
     };
+    let mut plain = &stream;
+    let src: &mut dyn io::Read = match &mut tls {
+        Some(r) => r,
+        None => &mut plain,
+    };
     let (eof, d) = super::read_frames_after(
         &stream,
+        src,
         prefix,
         read_opts,
         stop,
