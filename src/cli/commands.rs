@@ -312,24 +312,7 @@ pub(crate) fn serve(args: &ServeArgs) -> Result<(), CliError> {
     cfg.downstream_timeout = Duration::from_millis(args.downstream_timeout_ms);
     cfg.unacked_bytes = args.unacked_bytes as usize;
     cfg.sync_every = Duration::from_millis(args.sync_ms);
-    cfg.tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            ServerTls::load(
-                Path::new(cert),
-                Path::new(key),
-                args.tls_client_ca.as_deref().map(Path::new),
-            )
-            .map_err(CliError::Usage)?,
-        ),
-        (None, None) if args.tls_client_ca.is_some() => {
-            return Err(CliError::Usage(
-                "--tls-client-ca needs --tls-cert and --tls-key".into(),
-            ))
-        }
-        (None, None) => None,
-        (Some(_), None) => return Err(CliError::Usage("--tls-cert needs --tls-key".into())),
-        (None, Some(_)) => return Err(CliError::Usage("--tls-key needs --tls-cert".into())),
-    };
+    cfg.tls = server_tls(&args.tls_cert, &args.tls_key, &args.tls_client_ca)?;
     cfg.allow = allow.map(Arc::new);
     if let Some(ca) = &args.forward_tls_ca {
         if args.out.is_some() && args.forward.is_none() && args.forward_raw.is_none() {
@@ -418,17 +401,7 @@ pub(crate) fn sink(args: &SinkArgs) -> Result<(), CliError> {
     let local = listener
         .local_addr()
         .map_err(|e| CliError::runtime("listener", e))?;
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(
-            ServerTls::load(
-                Path::new(cert),
-                Path::new(key),
-                args.tls_client_ca.as_deref().map(Path::new),
-            )
-            .map_err(CliError::Usage)?,
-        ),
-        _ => None,
-    };
+    let tls = server_tls(&args.tls_cert, &args.tls_key, &args.tls_client_ca)?;
     let opts = SinkOptions {
         out: args.out.as_ref().map(Into::into),
         append: args.append,
@@ -516,4 +489,30 @@ pub(crate) fn run(args: &RunArgs) -> Result<(), CliError> {
         return Err(CliError::Interrupted);
     }
     Ok(())
+}
+
+/// The TLS server side of `serve` and `sink` from their `--tls-cert`,
+/// `--tls-key` and `--tls-client-ca`: none without a certificate, or a
+/// one-line usage error for an incomplete or unusable set.
+fn server_tls(
+    cert: &Option<String>,
+    key: &Option<String>,
+    client_ca: &Option<String>,
+) -> Result<Option<ServerTls>, CliError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(
+            ServerTls::load(
+                Path::new(cert),
+                Path::new(key),
+                client_ca.as_deref().map(Path::new),
+            )
+            .map_err(CliError::Usage)?,
+        )),
+        (None, None) if client_ca.is_some() => Err(CliError::Usage(
+            "--tls-client-ca needs --tls-cert and --tls-key".into(),
+        )),
+        (None, None) => Ok(None),
+        (Some(_), None) => Err(CliError::Usage("--tls-cert needs --tls-key".into())),
+        (None, Some(_)) => Err(CliError::Usage("--tls-key needs --tls-cert".into())),
+    }
 }
