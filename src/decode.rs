@@ -100,30 +100,33 @@ fn prefetch(data: &[u8], at: usize) {
     let _ = (data, at);
 }
 
-/// A frame where the rule would find one if its CRC matches.
-#[derive(Debug, Clone, Copy)]
-struct Candidate {
-    at: usize,
-    len: usize,
-}
-
-/// Up to [`RUN`] back-to-back candidates.
+/// Up to [`RUN`] back-to-back candidates: frames where the rule would find
+/// them if their CRCs match.
 #[derive(Debug, Clone, Copy)]
 struct Run {
-    frames: [Candidate; RUN],
-    /// The same frames as the batch takes them ([`DecodeTarget::push_run`]).
+    /// Where each frame starts in the data.
+    starts: [usize; RUN],
+    /// Each frame's header fields and length, as the batch takes them
+    /// ([`DecodeTarget::push_run`]).
     heads: [FrameHead; RUN],
     len: usize,
 }
 
 impl Default for Run {
     fn default() -> Run {
-        let none = Candidate { at: 0, len: 0 };
         Run {
-            frames: [none; RUN],
+            starts: [0; RUN],
             heads: [FrameHead::default(); RUN],
             len: 0,
         }
+    }
+}
+
+impl Run {
+    /// The bytes of frame `i`.
+    #[inline]
+    fn frame<'d>(&self, data: &'d [u8], i: usize) -> &'d [u8] {
+        &data[self.starts[i]..self.starts[i] + self.heads[i].len as usize]
     }
 }
 
@@ -184,9 +187,9 @@ impl Decoder {
             Self::candidates(self.max_payload, data, pos, room, run);
             if run.len > 0 {
                 let good = Self::verify(self.crc, data, run);
-                if let Some(last) = run.frames[..good].last() {
+                if good > 0 {
                     // The good frames lie back to back from `pos`: one copy.
-                    let end = last.at + last.len;
+                    let end = run.starts[good - 1] + run.heads[good - 1].len as usize;
                     batch.push_run(&run.heads[..good], &data[pos..end]);
                     self.stats.frames_decoded += good as u64;
                     self.stats.frame_bytes += (end - pos) as u64;
@@ -241,7 +244,7 @@ impl Decoder {
             if h.version != VERSION || h.len > max_payload || rest.len() < n {
                 break;
             }
-            run.frames[run.len] = Candidate { at: pos, len: n };
+            run.starts[run.len] = pos;
             run.heads[run.len] = FrameHead {
                 sat: h.sat,
                 seq: h.seq,
@@ -265,27 +268,21 @@ impl Decoder {
     /// CRCs of four frames at a time are computed together ([`crc::crc32_4`]).
     #[inline]
     fn verify(kernel: crc::Kernel, data: &[u8], run: &Run) -> usize {
-        let frames = &run.frames[..run.len];
-        let body = |c: &Candidate| &data[c.at + wire::SAT_AT..c.at + c.len - wire::CRC_LEN];
-        let stored = |c: &Candidate| wire::stored_crc(&data[c.at..c.at + c.len]);
-        let mut quads = frames.chunks_exact(4);
-        let mut good = 0;
-        for q in &mut quads {
-            let crcs = kernel.crc32_4([body(&q[0]), body(&q[1]), body(&q[2]), body(&q[3])]);
-            for (c, crc) in q.iter().zip(crcs) {
-                if crc != stored(c) {
-                    return good;
-                }
-                good += 1;
+        let body = |i: usize| {
+            let f = run.frame(data, i);
+            &f[wire::SAT_AT..f.len() - wire::CRC_LEN]
+        };
+        let stored = |i: usize| wire::stored_crc(run.frame(data, i));
+        let quads = run.len / 4 * 4;
+        for q in (0..quads).step_by(4) {
+            let crcs = kernel.crc32_4([body(q), body(q + 1), body(q + 2), body(q + 3)]);
+            if let Some(bad) = (0..4).find(|&k| crcs[k] != stored(q + k)) {
+                return q + bad;
             }
         }
-        for c in quads.remainder() {
-            if crc::crc32(body(c)) != stored(c) {
-                return good;
-            }
-            good += 1;
-        }
-        good
+        (quads..run.len)
+            .find(|&i| crc::crc32(body(i)) != stored(i))
+            .unwrap_or(run.len)
     }
 
     /// Applies the rule at the first marker from `pos` on (see the module
