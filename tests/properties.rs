@@ -161,6 +161,46 @@ proptest! {
             prop_assert_eq!(got, want);
         }
     }
+
+    /// The word-at-a-time window on the direct table agrees with the twin:
+    /// batches built so the direct layout is always taken, seqs around the
+    /// ring's word boundaries and wrapping, windows from 0 to past one word.
+    #[test]
+    fn direct_window_matches_naive(
+        batches in prop::collection::vec(
+            prop::collection::vec((0u32..6, prop_oneof![4 => 0u64..130, 1 => 0u64..600], prop::bool::weighted(0.9)), 1..90),
+            1..10),
+        width in prop_oneof![0u64..3, Just(63u64), Just(64u64), Just(65u64), 100u64..300, Just(65_536u64)],
+        drop in any::<bool>(),
+        base in prop_oneof![Just(0u64), Just(u64::MAX - 20_000), any::<u64>().prop_map(|b| b >> 1)],
+        climb in prop_oneof![Just(0u64), 1u64..64, Just(64u64), 100u64..1000],
+    ) {
+        let stale = if drop { StalePolicy::Drop } else { StalePolicy::Forward };
+        let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
+        let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
+        let mut forward = Vec::new();
+        for (k, rows) in batches.iter().enumerate() {
+            let mut batch = Batch::default();
+            let mut mask = vec![0u64; rows.len().div_ceil(64)];
+            let mut valid = Vec::new();
+            for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
+                let seq = base + seq + k as u64 * climb;
+                batch.push(sat, seq, 0, &[]);
+                if ok {
+                    mask[i / 64] |= 1 << (i % 64);
+                    valid.push((i as u32, sat, seq));
+                }
+            }
+            let got = fast.run(&batch, &mask, &mut forward);
+            if !valid.is_empty() {
+                let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
+                prop_assert!(direct, "batch {} took {:?}", k, fast.last_packing());
+            }
+            let (want_rows, want) = naive.run(&valid);
+            prop_assert_eq!(&forward, &want_rows);
+            prop_assert_eq!(got, want);
+        }
+    }
 }
 
 #[test]
@@ -179,10 +219,10 @@ fn packing_is_direct_or_radix_for_real_batches_and_wide_when_seqs_spread() {
         s.last_packing.unwrap()
     };
     let packing_of = |sats, seqs| packing_in(true, sats, seqs);
-    // Sat 3 spans 2 seqs, sat 7 and 4095 one each: a table of 4 slots.
+    // Sat 3 spans 2 seqs in one word, sat 7 and 4095 one each: 3 words of 64 slots.
     assert_eq!(
         packing_in(false, [3, 7, 3, 4095], [1_000_000, 77, 1_000_001, 5]),
-        Packing::Direct { slots: 4 }
+        Packing::Direct { slots: 192 }
     );
     // Sat 3's seqs 10,000 apart need more than 32 slots per row plus 4096.
     assert_eq!(

@@ -18,7 +18,7 @@ pub mod window;
 
 use crate::batch::Rows;
 
-pub use sort_unique::SortUnique;
+pub use sort_unique::{Packing, SortUnique};
 pub use window::{StalePolicy, Window, WindowLimits, DEFAULT_WINDOW, MAX_WINDOW};
 
 impl clap::ValueEnum for StalePolicy {
@@ -97,6 +97,13 @@ impl Dedup {
         &self.window
     }
 
+    /// The in-batch packing of the last batch run (`None` if it had no valid
+    /// row): [`Packing::Direct`] with a window without limits took the
+    /// word-at-a-time window ([`Window`]'s direct path).
+    pub fn last_packing(&self) -> Option<Packing> {
+        self.sorter.last_packing
+    }
+
     /// Forgets the window state, keeping its memory.
     pub fn reset(&mut self) {
         self.window.reset();
@@ -111,11 +118,23 @@ impl Dedup {
         mask: &[u64],
         forward: &mut Vec<u32>,
     ) -> DedupCounts {
+        forward.clear();
+        let packing = self.sorter.prepare(batch, mask);
+        if self.window.is_plain() && matches!(packing, Some(Packing::Direct { .. })) {
+            // The window reads the direct table's words itself: no survivor
+            // list, no re-reading sat and seq through row ids.
+            return self.window.apply_direct(self.sorter.direct(), forward);
+        }
         let mut counts = DedupCounts {
-            duplicates: self.sorter.run(batch, mask, &mut self.survivors),
+            duplicates: match packing {
+                Some(p) => self.sorter.finish(p, &mut self.survivors),
+                None => {
+                    self.survivors.clear();
+                    0
+                }
+            },
             ..DedupCounts::default()
         };
-        forward.clear();
         counts.add(self.window.apply(batch, &self.survivors, forward));
         counts
     }

@@ -27,20 +27,27 @@
 //!
 //! # Direct layout (most batches: no sort at all)
 //! When each satellite's seqs in the batch span few values, the sort becomes
-//! a counting sort: satellite `s` gets a block of `top(s) - base(s) + 1`
-//! slots in a table (blocks in ascending satellite order, `top` the largest
-//! seq), row `r` goes to slot `offset(s) + seq - base(s)`, and a slot keeps
-//! the smallest row that landed in it (`min`, so the first copy in stream
-//! order wins without a branch) and sets its bit in an occupancy bitmap.
+//! a counting sort. Satellite `s` gets a block of whole 64-slot words in a
+//! table, one slot per seq from `base(s)` rounded down to a multiple of 64 up
+//! to `top(s)` (its largest seq), blocks in ascending satellite order, so a
+//! seq's slot has the seq's own bit position `seq % 64` in its word. The
+//! valid rows are written in reverse stream order, each into its slot, and
+//! set the slot's bit in an occupancy bitmap: the last write to a slot is
+//! the first copy in stream order, so it wins without a load or a branch.
 //! Reading the occupied slots in order, through the bitmap's set bits, gives
-//! the survivors in (sat, seq) order. Taken when the batch's satellite ids
-//! span at most [`SAT_TABLE`] values and the table needs at most
-//! [`DIRECT_SLOTS_PER_ROW`] slots per valid row (plus [`DIRECT_SLACK`], at
-//! most [`DIRECT_MAX_SLOTS`]): late frames widen a satellite's span, and the
-//! bitmap keeps the scan cheap when most slots are empty. Table and bitmap
-//! are left empty after each batch, so they are never cleared whole.
+//! the survivors in (sat, seq) order. Because the words line up with seqs,
+//! the window can also classify a satellite's keys 64 at a time against its
+//! ring bitmap straight from the occupancy words ([`DirectBlocks`], used by
+//! [`crate::dedup::Dedup`] when the window has no limits). Taken when the
+//! batch's satellite ids span at most [`SAT_TABLE`] values and the table
+//! needs at most [`DIRECT_SLOTS_PER_ROW`] slots per valid row (plus
+//! [`DIRECT_SLACK`], at most [`DIRECT_MAX_SLOTS`]): late frames widen a
+//! satellite's span, and the bitmap keeps the scan cheap when most slots are
+//! empty. The bitmap is left clear after each batch, so it is never cleared
+//! whole, and the table needs no clearing at all (only occupied slots are read).
 //! Worked example: sat 3 with seqs 1000, 1002 and sat 7 with seq 50 give
-//! blocks of 3 and 1 slots: (3, 1000) -> 0, (3, 1002) -> 2, (7, 50) -> 3.
+//! sat 3 the word of seqs 960..1023 (slots 0..63) and sat 7 the word of seqs
+//! 0..63 (slots 64..127): (3, 1000) -> 40, (3, 1002) -> 42, (7, 50) -> 114.
 //!
 //! # Wide layout (the fallback)
 //! ```text
@@ -71,9 +78,6 @@ fn direct_budget(rows: usize) -> usize {
         .saturating_add(DIRECT_SLACK)
         .min(DIRECT_MAX_SLOTS)
 }
-
-/// An empty slot of the direct table.
-const EMPTY: u32 = u32::MAX;
 
 /// Number of bits needed to hold `x`.
 #[inline]
@@ -111,12 +115,19 @@ pub struct SortUnique {
     /// read two columns front to back instead of indexing the batch.
     sats: Vec<u32>,
     seqs: Vec<u64>,
+    /// The smallest satellite id of the batch: slot 0 of the per-satellite
+    /// vectors below.
+    min_sat: u32,
     base: Vec<u64>,
     /// Per satellite slot: the largest seq of the batch.
     top: Vec<u64>,
-    /// Per satellite slot: where its block starts in `table`.
-    offset: Vec<u32>,
-    /// The direct layout's table; every slot is [`EMPTY`] between batches.
+    /// Per satellite slot: the direct table's slot of seq 0, as a wrapping
+    /// offset (slot = seq + origin).
+    origin: Vec<u64>,
+    /// Per satellite slot: the first word of its block in `occupied`.
+    first_word: Vec<u32>,
+    /// The direct layout's table: slot -> row, read only where `occupied`
+    /// has its bit set.
     table: Vec<u32>,
     /// One bit per slot of `table`: set while the slot holds a row (all
     /// clear between batches).
@@ -153,49 +164,93 @@ impl SortUnique {
         mask: &[u64],
         survivors: &mut Vec<u32>,
     ) -> u64 {
+        survivors.clear();
+        match self.prepare(rows, mask) {
+            Some(packing) => self.finish(packing, survivors),
+            None => 0,
+        }
+    }
+
+    /// Gathers the valid rows (set bits of `mask`) and chooses the packing;
+    /// for the direct layout also fills the table and its bitmap, which must
+    /// then be read by [`SortUnique::finish`] or [`SortUnique::direct`].
+    /// `None` when no row is valid.
+    ///
+    /// # Panics
+    /// When the batch holds more than `u32::MAX` rows.
+    pub(super) fn prepare<R: Rows + ?Sized>(&mut self, rows: &R, mask: &[u64]) -> Option<Packing> {
         assert!(
             rows.row_count() <= u32::MAX as usize,
             "a batch holds fewer than 2^32 rows"
         );
-        survivors.clear();
         self.gather(rows, mask);
-        let min_sat = self.sats.iter().copied().min().unwrap_or(u32::MAX);
-        let max_sat = self.sats.iter().copied().max().unwrap_or(0);
-        let min_seq = self.seqs.iter().copied().min().unwrap_or(u64::MAX);
-        let max_seq = self.seqs.iter().copied().max().unwrap_or(0);
         if self.rows.is_empty() {
             self.last_packing = None;
-            return 0;
+            return None;
         }
-        let packing = self.choose(min_sat, max_sat, min_seq, max_seq);
+        let min_sat = self.sats.iter().copied().min().unwrap_or(u32::MAX);
+        let max_sat = self.sats.iter().copied().max().unwrap_or(0);
+        self.min_sat = min_sat;
+        let packing = self.choose(min_sat, max_sat);
         self.last_packing = Some(packing);
+        if let Packing::Direct { slots } = packing {
+            // Sized for the largest table this many rows may take, so
+            // it stops growing once the batches have reached full size.
+            let most = direct_budget(self.rows.len()).next_multiple_of(64);
+            if self.table.len() < most {
+                self.table.resize(most, 0);
+                self.occupied.resize(most / 64, 0);
+            }
+            let table = &mut self.table[..slots];
+            let occupied = &mut self.occupied[..slots / 64];
+            let origin = &self.origin;
+            // Reverse stream order: the last write to a slot, the one kept,
+            // is the first copy.
+            let gathered = self.rows.iter().zip(&self.sats).zip(&self.seqs);
+            for ((&r, &sat), &seq) in gathered.rev() {
+                let slot = seq.wrapping_add(origin[(sat - min_sat) as usize]) as usize;
+                table[slot] = r;
+                occupied[slot / 64] |= 1 << (slot % 64);
+            }
+        }
+        Some(packing)
+    }
+
+    /// The direct table [`SortUnique::prepare`] just filled, to be read once
+    /// (its bitmap must be left clear).
+    pub(super) fn direct(&mut self) -> DirectBlocks<'_> {
+        let Some(Packing::Direct { slots }) = self.last_packing else {
+            unreachable!("direct() follows a prepare() that chose the direct layout")
+        };
+        let occupied = &mut self.occupied[..slots / 64];
+        let kept: u64 = occupied.iter().map(|w| u64::from(w.count_ones())).sum();
+        DirectBlocks {
+            min_sat: self.min_sat,
+            copies: self.rows.len() as u64 - kept,
+            base: &self.base,
+            top: &self.top,
+            first_word: &self.first_word,
+            table: &self.table[..slots],
+            occupied,
+        }
+    }
+
+    /// Writes the survivors of the batch [`SortUnique::prepare`] chose
+    /// `packing` for into `survivors` (cleared), in (sat, seq) order, and
+    /// returns how many later copies were dropped.
+    pub(super) fn finish(&mut self, packing: Packing, survivors: &mut Vec<u32>) -> u64 {
+        survivors.clear();
+        let min_sat = self.min_sat;
         match packing {
             Packing::Direct { slots } => {
-                // Sized for the largest table this many rows may take, so
-                // it stops growing once the batches have reached full size.
-                let most = direct_budget(self.rows.len());
-                if self.table.len() < most {
-                    self.table.resize(most, EMPTY);
-                    self.occupied.resize(most.div_ceil(64), 0);
-                }
-                let table = &mut self.table[..slots];
-                let occupied = &mut self.occupied[..slots.div_ceil(64)];
-                let (base, offset) = (&self.base, &self.offset);
-                for ((&r, &sat), &seq) in self.rows.iter().zip(&self.sats).zip(&self.seqs) {
-                    let s = (sat - min_sat) as usize;
-                    let slot = offset[s] as usize + (seq - base[s]) as usize;
-                    // Rows ascend: the smallest is the first copy.
-                    table[slot] = table[slot].min(r);
-                    occupied[slot / 64] |= 1 << (slot % 64);
-                }
-                // Only the occupied slots are read (and emptied again): the
-                // scan costs a word per 64 slots plus one step per survivor.
-                for (w, word) in occupied.iter_mut().enumerate() {
+                // Only the occupied slots are read: the scan costs a word per
+                // 64 slots plus one step per survivor, and leaves the bitmap clear.
+                let table = &self.table[..slots];
+                for (w, word) in self.occupied[..slots / 64].iter_mut().enumerate() {
                     let mut bits = std::mem::take(word);
                     while bits != 0 {
-                        let slot = w * 64 + bits.trailing_zeros() as usize;
+                        survivors.push(table[w * 64 + bits.trailing_zeros() as usize]);
                         bits &= bits - 1;
-                        survivors.push(std::mem::replace(&mut table[slot], EMPTY));
                     }
                 }
             }
@@ -204,6 +259,7 @@ impl SortUnique {
                 seq_bits,
                 per_sat_base,
             } => {
+                let min_seq = self.seqs.iter().copied().min().unwrap_or(u64::MAX);
                 self.keys.clear();
                 let base = &self.base;
                 let gathered = self.rows.iter().zip(&self.sats).zip(&self.seqs);
@@ -284,8 +340,8 @@ impl SortUnique {
     }
 
     /// Chooses the layout; with per-satellite bases fills `self.base` and
-    /// `self.top`, and for the direct layout `self.offset`.
-    fn choose(&mut self, min_sat: u32, max_sat: u32, min_seq: u64, max_seq: u64) -> Packing {
+    /// `self.top`, and for the direct layout `self.first_word` and `self.origin`.
+    fn choose(&mut self, min_sat: u32, max_sat: u32) -> Packing {
         let sat_bits = bit_width(u64::from(max_sat - min_sat));
         let per_sat_base = max_sat - min_sat < SAT_TABLE;
         let seq_bits = if per_sat_base {
@@ -299,17 +355,22 @@ impl SortUnique {
                 self.base[s] = self.base[s].min(seq);
                 self.top[s] = self.top[s].max(seq);
             }
-            // Satellites without a row have base > top: no slots, no spread.
+            // Satellites without a row have base > top: no words, no spread.
             let mut spread = 0u64;
-            let mut slots = 0u64;
-            self.offset.clear();
+            let mut words = 0u64;
+            self.first_word.clear();
+            self.origin.clear();
             for (&b, &t) in self.base.iter().zip(&self.top) {
-                self.offset.push(slots.min(u64::from(u32::MAX)) as u32);
+                let first = words.min(u64::from(u32::MAX));
+                self.first_word.push(first as u32);
+                // Slot of seq q: 64 * first + q - (b rounded down to 64).
+                self.origin.push((first * 64).wrapping_sub(b & !63));
                 if b <= t {
                     spread = spread.max(t - b);
-                    slots = slots.saturating_add((t - b).saturating_add(1));
+                    words = words.saturating_add(((t >> 6) - (b >> 6)).saturating_add(1));
                 }
             }
+            let slots = words.saturating_mul(64);
             if !self.radix_only && slots <= direct_budget(self.rows.len()) as u64 {
                 return Packing::Direct {
                     slots: slots as usize,
@@ -317,6 +378,8 @@ impl SortUnique {
             }
             bit_width(spread)
         } else {
+            let min_seq = self.seqs.iter().copied().min().unwrap_or(u64::MAX);
+            let max_seq = self.seqs.iter().copied().max().unwrap_or(0);
             bit_width(max_seq - min_seq)
         };
         if sat_bits + seq_bits <= 32 {
@@ -329,6 +392,27 @@ impl SortUnique {
             Packing::Wide
         }
     }
+}
+
+/// The direct table of one batch, for the window to read a satellite's
+/// occupancy words against its ring ([`SortUnique::direct`]).
+#[derive(Debug)]
+pub(super) struct DirectBlocks<'a> {
+    /// The satellite of slot 0 of `base`, `top` and `first_word`.
+    pub min_sat: u32,
+    /// Valid rows that were later copies of a (sat, seq) of the batch.
+    pub copies: u64,
+    /// Per satellite slot: its smallest seq of the batch (`u64::MAX` if none).
+    pub base: &'a [u64],
+    /// Per satellite slot: its largest seq of the batch.
+    pub top: &'a [u64],
+    /// Per satellite slot: the first word of its block in `occupied`; word
+    /// `first_word + j` holds seqs `64 * (base / 64 + j) ..` in bits 0..63.
+    pub first_word: &'a [u32],
+    /// Slot -> the first row of its (sat, seq), where `occupied` is set.
+    pub table: &'a [u32],
+    /// One bit per slot; the reader must leave it clear.
+    pub occupied: &'a mut [u64],
 }
 
 /// Stable LSD radix sort of `keys` by their high 32 bits, of which only the

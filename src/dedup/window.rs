@@ -128,6 +128,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::sort_unique::DirectBlocks;
 use super::DedupCounts;
 use crate::batch::Rows;
 
@@ -364,6 +365,19 @@ fn next_sat_run<'a, R: Rows + ?Sized>(rows: &R, rest: &mut &'a [u32]) -> Option<
     Some((s, run))
 }
 
+/// The bits `i` of the word of seqs `q0 .. q0 + 64` (`q0` a multiple of 64)
+/// with `q0 + i <= limit`.
+#[inline(always)]
+fn bits_upto(q0: u64, limit: u64) -> u64 {
+    if limit < q0 {
+        0
+    } else if limit - q0 >= 63 {
+        u64::MAX
+    } else {
+        (2u64 << (limit - q0)) - 1
+    }
+}
+
 /// Per-satellite window state.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -546,6 +560,120 @@ impl Window {
                 let q = rows.seq(r as usize);
                 if high - q < width {
                     state.insert(q);
+                }
+            }
+        }
+        counts
+    }
+
+    /// True when no limit is active: batches may take [`Window::apply_direct`].
+    pub(super) fn is_plain(&self) -> bool {
+        self.plain
+    }
+
+    /// [`Window::apply`] with no limit active on a batch whose survivors are
+    /// the occupied slots of a direct table (see [`DirectBlocks`]): the same
+    /// classification and update as [`Window::apply_plain`], 64 keys at a
+    /// time. A satellite's occupancy word holds the seqs of one ring word in
+    /// the same bit positions, so new, stale, seen and late are masks
+    /// (seqs above `H`, at least `W` below it, and the rest with and without
+    /// the ring's bit), counted with popcounts; the rows forwarded are read
+    /// from the table at the kept bits, in (sat, seq) order. Leaves the
+    /// table's bitmap clear. Returns the window's counts plus the batch's
+    /// in-batch copies.
+    pub(super) fn apply_direct(
+        &mut self,
+        d: DirectBlocks<'_>,
+        forward: &mut Vec<u32>,
+    ) -> DedupCounts {
+        debug_assert!(self.plain, "apply_direct runs only without limits");
+        self.batch += 1;
+        let (width, stale_forwards, words) = (
+            self.params.width,
+            self.params.stale_forwards,
+            self.params.full_words,
+        );
+        let bytes = &mut self.bytes;
+        let mut counts = DedupCounts {
+            duplicates: d.copies,
+            ..DedupCounts::default()
+        };
+        let mut next = 0;
+        for (s, (&base, &top)) in d.base.iter().zip(d.top).enumerate() {
+            if base > top {
+                continue; // no row of this satellite in the batch
+            }
+            let first = d.first_word[s] as usize;
+            debug_assert_eq!(first, next, "blocks are back to back");
+            let len = ((top >> 6) - (base >> 6)) as usize + 1;
+            next = first + len;
+            let block = &mut d.occupied[first..first + len];
+            let k0 = base >> 6;
+            let sat = d.min_sat + s as u32;
+            let state = self.sats.entry(sat).or_insert_with(|| {
+                *bytes += sat_bytes(words, 0);
+                SatWindow {
+                    live: false,
+                    high: 0,
+                    low: 0,
+                    last_active: 0,
+                    ring: vec![0; words].into_boxed_slice(),
+                    run: Vec::new(),
+                    support: 0,
+                }
+            });
+            let ring_mask = state.ring.len() - 1;
+            if state.live {
+                // Classify every word against the state at the start of the
+                // batch, leaving the kept bits in the block, then move H.
+                let h0 = state.high;
+                let mut high = h0;
+                for (k, word) in (k0..).zip(block.iter_mut()) {
+                    let occ = *word;
+                    let q0 = k << 6;
+                    let upto_h0 = bits_upto(q0, h0);
+                    let stale = if h0 >= width {
+                        bits_upto(q0, h0 - width)
+                    } else {
+                        0
+                    };
+                    let inside = upto_h0 & !stale;
+                    let ring = state.ring[k as usize & ring_mask];
+                    let newer = occ & !upto_h0;
+                    let late = occ & inside & !ring;
+                    counts.stale += u64::from((occ & stale).count_ones());
+                    counts.duplicates += u64::from((occ & inside & ring).count_ones());
+                    counts.late += u64::from(late.count_ones());
+                    *word = newer | late | if stale_forwards { occ & stale } else { 0 };
+                    if newer != 0 {
+                        high = q0 + 63 - u64::from(newer.leading_zeros());
+                    }
+                }
+                if high > h0 {
+                    state.advance(high);
+                }
+            } else {
+                // Anchored at its lowest key: every key is new.
+                state.live = true;
+                state.low = base;
+                state.high = top;
+            }
+            // Remember the kept seqs less than W below the new high mark, and
+            // forward their rows.
+            let high = state.high;
+            let table = &d.table[first * 64..];
+            for (j, (k, word)) in (k0..).zip(block.iter_mut()).enumerate() {
+                let mut kept = std::mem::take(word);
+                let q0 = k << 6;
+                let remembered = if high >= width {
+                    !bits_upto(q0, high - width)
+                } else {
+                    u64::MAX
+                };
+                state.ring[k as usize & ring_mask] |= kept & remembered;
+                while kept != 0 {
+                    forward.push(table[j * 64 + kept.trailing_zeros() as usize]);
+                    kept &= kept - 1;
                 }
             }
         }
