@@ -118,14 +118,21 @@ pub struct SortUnique {
     /// The smallest satellite id of the batch: slot 0 of the per-satellite
     /// vectors below.
     min_sat: u32,
+    /// Valid rows of the batch.
+    valid: usize,
     base: Vec<u64>,
     /// Per satellite slot: the largest seq of the batch.
     top: Vec<u64>,
-    /// Per satellite slot: the direct table's slot of seq 0, as a wrapping
-    /// offset (slot = seq + origin).
-    origin: Vec<u64>,
-    /// Per satellite slot: the first word of its block in `occupied`.
-    first_word: Vec<u32>,
+    /// Per satellite slot from `regions_min_sat`: where its rows go in the
+    /// direct table. After a direct batch, the guess for the next one.
+    regions: Vec<Region>,
+    regions_min_sat: u32,
+    /// Slots of all of `regions`.
+    regions_slots: usize,
+    /// True when `regions` is a guess made from the last batch.
+    guessed: bool,
+    /// The last direct batch's occupied words, per satellite.
+    blocks: Vec<Block>,
     /// The direct layout's table: slot -> row, read only where `occupied`
     /// has its bit set.
     table: Vec<u32>,
@@ -183,7 +190,16 @@ impl SortUnique {
             rows.row_count() <= u32::MAX as usize,
             "a batch holds fewer than 2^32 rows"
         );
+        if let Some((sat, seq)) = rows.key_columns() {
+            if !self.radix_only {
+                if let Some(packing) = self.prepare_direct_columns(sat, seq, mask) {
+                    return packing;
+                }
+            }
+        }
+        self.guessed = false;
         self.gather(rows, mask);
+        self.valid = self.rows.len();
         if self.rows.is_empty() {
             self.last_packing = None;
             return None;
@@ -193,27 +209,177 @@ impl SortUnique {
         self.min_sat = min_sat;
         let packing = self.choose(min_sat, max_sat);
         self.last_packing = Some(packing);
-        if let Packing::Direct { slots } = packing {
-            // Sized for the largest table this many rows may take, so
-            // it stops growing once the batches have reached full size.
-            let most = direct_budget(self.rows.len()).next_multiple_of(64);
-            if self.table.len() < most {
-                self.table.resize(most, 0);
-                self.occupied.resize(most / 64, 0);
-            }
-            let table = &mut self.table[..slots];
-            let occupied = &mut self.occupied[..slots / 64];
-            let origin = &self.origin;
+        if let Packing::Direct { .. } = packing {
+            self.grow_direct_table();
+            let (table, occupied) = (&mut self.table[..], &mut self.occupied[..]);
+            let regions = &self.regions;
             // Reverse stream order: the last write to a slot, the one kept,
             // is the first copy.
             let gathered = self.rows.iter().zip(&self.sats).zip(&self.seqs);
             for ((&r, &sat), &seq) in gathered.rev() {
-                let slot = seq.wrapping_add(origin[(sat - min_sat) as usize]) as usize;
+                let region = regions[(sat - min_sat) as usize];
+                let slot = (region.first + (seq - region.lo)) as usize;
                 table[slot] = r;
                 occupied[slot / 64] |= 1 << (slot % 64);
             }
+            return Some(self.end_direct_fill());
         }
         Some(packing)
+    }
+
+    /// [`SortUnique::prepare`] straight from a layout's `sat` and `seq`
+    /// columns, without gathering the valid rows first: the direct layout
+    /// when the batch takes it, `Some(None)` when no row is valid, `None`
+    /// (nothing decided) when the batch needs the gathered path.
+    ///
+    /// First it tries the guess the last batch left (each satellite's seqs
+    /// from one word below its lowest to its span above its highest): every
+    /// valid row that lands inside its satellite's guessed region is the
+    /// whole fill, with no pass to find the satellites' seq ranges. When a
+    /// valid row misses, the bitmap is cleared and the exact regions are
+    /// computed from the rows and filled again.
+    fn prepare_direct_columns(
+        &mut self,
+        sat: &[u32],
+        seq: &[u64],
+        mask: &[u64],
+    ) -> Option<Option<Packing>> {
+        let n = sat.len().min(seq.len());
+        let valid: usize = mask.iter().map(|w| w.count_ones() as usize).sum();
+        if valid == 0 {
+            self.valid = 0;
+            self.last_packing = None;
+            return Some(None);
+        }
+        self.valid = valid;
+        if self.guessed && self.regions_slots + 64 <= self.table.len() {
+            if self.fill_columns(sat, seq, mask, n) {
+                return Some(Some(self.end_direct_fill()));
+            }
+            self.occupied[..self.regions_slots / 64].fill(0);
+        }
+        self.guessed = false;
+        let (min_sat, max_sat) = valid_sat_range(sat, mask, n);
+        if max_sat - min_sat >= SAT_TABLE {
+            return None;
+        }
+        // One more satellite slot past the batch's: invalid rows go there,
+        // so every row takes the same branch-free step.
+        let sats = (max_sat - min_sat) as usize + 1;
+        self.base.clear();
+        self.base.resize(sats + 1, u64::MAX);
+        self.top.clear();
+        self.top.resize(sats + 1, 0);
+        let (base, top) = (&mut self.base[..], &mut self.top[..]);
+        for_each_row(mask, n, |i, valid| {
+            let s = if valid {
+                sat[i].wrapping_sub(min_sat) as usize
+            } else {
+                sats
+            };
+            base[s] = base[s].min(seq[i]);
+            top[s] = top[s].max(seq[i]);
+        });
+        self.base.truncate(sats);
+        self.top.truncate(sats);
+        if !self.plan_regions(min_sat, valid) {
+            return None;
+        }
+        self.min_sat = min_sat;
+        self.grow_direct_table();
+        let all = self.fill_columns(sat, seq, mask, n);
+        debug_assert!(all, "the exact regions hold every valid row");
+        Some(Some(self.end_direct_fill()))
+    }
+
+    /// Writes each valid row, in reverse stream order, into its slot of
+    /// `self.regions` and sets the slot's bit (the last write to a slot, the
+    /// one kept, is the first copy). Invalid rows, and valid rows outside
+    /// their satellite's region, write to the table's last word, a sink
+    /// cleared afterwards, so every row takes the same branch-free step.
+    /// Returns false when a valid row was outside its region.
+    fn fill_columns(&mut self, sat: &[u32], seq: &[u64], mask: &[u64], n: usize) -> bool {
+        let sink = self.table.len() - 64;
+        debug_assert!(self.regions_slots <= sink);
+        let (table, occupied) = (&mut self.table[..], &mut self.occupied[..]);
+        let (regions, min_sat) = (&self.regions[..], self.regions_min_sat);
+        let mut miss = false;
+        for_each_row_rev(mask, n, |i, valid| {
+            let s = sat[i].wrapping_sub(min_sat) as usize;
+            let region = regions.get(s).copied().unwrap_or_default();
+            let off = seq[i].wrapping_sub(region.lo);
+            let inside = off < region.slots;
+            miss |= valid & !inside;
+            let slot = if valid & inside {
+                (region.first + off) as usize
+            } else {
+                sink
+            };
+            table[slot] = i as u32;
+            occupied[slot / 64] |= 1 << (slot % 64);
+        });
+        occupied[sink / 64] = 0;
+        !miss
+    }
+
+    /// After a direct fill: records each satellite's occupied words as a
+    /// [`Block`], makes the guess of the next batch's regions, and returns
+    /// the packing.
+    fn end_direct_fill(&mut self) -> Packing {
+        let slots = self.regions_slots;
+        self.blocks.clear();
+        for (s, region) in self.regions.iter().enumerate() {
+            let first = (region.first / 64) as usize;
+            let words = &self.occupied[first..first + (region.slots / 64) as usize];
+            let Some(a) = words.iter().position(|&w| w != 0) else {
+                continue;
+            };
+            let b = words.iter().rposition(|&w| w != 0).unwrap_or(a);
+            self.blocks.push(Block {
+                sat: self.regions_min_sat + s as u32,
+                first_word: first + a,
+                words: b - a + 1,
+                low: region.lo + a as u64 * 64 + u64::from(words[a].trailing_zeros()),
+                high: region.lo + b as u64 * 64 + 63 - u64::from(words[b].leading_zeros()),
+            });
+        }
+        // The guess: each satellite of this batch, from one word below its
+        // lowest seq to its span above its highest.
+        self.regions.clear();
+        let mut next = 0u64;
+        if let (Some(first), Some(last)) = (self.blocks.first(), self.blocks.last()) {
+            self.regions_min_sat = first.sat;
+            self.regions
+                .resize((last.sat - first.sat) as usize + 1, Region::default());
+            for b in &self.blocks {
+                let lo = (b.low >> 6).saturating_sub(1);
+                let hi = b.high.saturating_add(b.high - b.low).saturating_add(64) >> 6;
+                let slots = (hi - lo + 1) * 64;
+                self.regions[(b.sat - first.sat) as usize] = Region {
+                    lo: lo * 64,
+                    slots,
+                    first: next,
+                };
+                next = next.saturating_add(slots);
+            }
+        }
+        self.regions_slots = usize::try_from(next).unwrap_or(usize::MAX);
+        self.guessed = true;
+        let packing = Packing::Direct { slots };
+        self.last_packing = Some(packing);
+        packing
+    }
+
+    /// Grows the direct table and its bitmap to the
+    /// largest table this batch's valid rows may take, so they stop growing
+    /// once batches reach full size.
+    fn grow_direct_table(&mut self) {
+        // One word more: the sink of [`SortUnique::fill_columns`].
+        let most = direct_budget(self.valid).next_multiple_of(64) + 64;
+        if self.table.len() < most {
+            self.table.resize(most, 0);
+            self.occupied.resize(most / 64, 0);
+        }
     }
 
     /// The direct table [`SortUnique::prepare`] just filled, to be read once
@@ -223,13 +389,15 @@ impl SortUnique {
             unreachable!("direct() follows a prepare() that chose the direct layout")
         };
         let occupied = &mut self.occupied[..slots / 64];
-        let kept: u64 = occupied.iter().map(|w| u64::from(w.count_ones())).sum();
+        let kept: u64 = self
+            .blocks
+            .iter()
+            .flat_map(|b| &occupied[b.first_word..b.first_word + b.words])
+            .map(|w| u64::from(w.count_ones()))
+            .sum();
         DirectBlocks {
-            min_sat: self.min_sat,
-            copies: self.rows.len() as u64 - kept,
-            base: &self.base,
-            top: &self.top,
-            first_word: &self.first_word,
+            copies: self.valid as u64 - kept,
+            blocks: &self.blocks,
             table: &self.table[..slots],
             occupied,
         }
@@ -301,7 +469,7 @@ impl SortUnique {
                 }
             }
         }
-        (self.rows.len() - survivors.len()) as u64
+        (self.valid - survivors.len()) as u64
     }
 
     /// Gathers the row, sat and seq of every set bit of `mask` into
@@ -340,7 +508,7 @@ impl SortUnique {
     }
 
     /// Chooses the layout; with per-satellite bases fills `self.base` and
-    /// `self.top`, and for the direct layout `self.first_word` and `self.origin`.
+    /// `self.top`, and for the direct layout `self.regions`.
     fn choose(&mut self, min_sat: u32, max_sat: u32) -> Packing {
         let sat_bits = bit_width(u64::from(max_sat - min_sat));
         let per_sat_base = max_sat - min_sat < SAT_TABLE;
@@ -355,27 +523,14 @@ impl SortUnique {
                 self.base[s] = self.base[s].min(seq);
                 self.top[s] = self.top[s].max(seq);
             }
-            // Satellites without a row have base > top: no words, no spread.
-            let mut spread = 0u64;
-            let mut words = 0u64;
-            self.first_word.clear();
-            self.origin.clear();
-            for (&b, &t) in self.base.iter().zip(&self.top) {
-                let first = words.min(u64::from(u32::MAX));
-                self.first_word.push(first as u32);
-                // Slot of seq q: 64 * first + q - (b rounded down to 64).
-                self.origin.push((first * 64).wrapping_sub(b & !63));
-                if b <= t {
-                    spread = spread.max(t - b);
-                    words = words.saturating_add(((t >> 6) - (b >> 6)).saturating_add(1));
-                }
-            }
-            let slots = words.saturating_mul(64);
-            if !self.radix_only && slots <= direct_budget(self.rows.len()) as u64 {
+            if self.plan_regions(min_sat, self.rows.len()) && !self.radix_only {
                 return Packing::Direct {
-                    slots: slots as usize,
+                    slots: self.regions_slots,
                 };
             }
+            // Satellites without a row have base > top: no spread.
+            let spread = self.base.iter().zip(&self.top);
+            let spread = spread.map(|(&b, &t)| t.saturating_sub(b)).max().unwrap_or(0);
             bit_width(spread)
         } else {
             let min_seq = self.seqs.iter().copied().min().unwrap_or(u64::MAX);
@@ -394,21 +549,113 @@ impl SortUnique {
     }
 }
 
+impl SortUnique {
+    /// Lays out the direct table's regions from `self.base` and `self.top`
+    /// (satellite slot 0 is `min_sat`): each satellite with rows gets whole
+    /// words from its lowest seq's word to its highest's, in ascending
+    /// satellite order. False when they exceed the budget for `valid` rows.
+    fn plan_regions(&mut self, min_sat: u32, valid: usize) -> bool {
+        let mut next = 0u64;
+        self.regions.clear();
+        for (&b, &t) in self.base.iter().zip(&self.top) {
+            // Satellites without a row have base > top: no slots.
+            let region = if b <= t {
+                let slots = ((t >> 6) - (b >> 6)).saturating_add(1).saturating_mul(64);
+                Region {
+                    lo: b & !63,
+                    slots,
+                    first: next,
+                }
+            } else {
+                Region::default()
+            };
+            next = next.saturating_add(region.slots);
+            self.regions.push(region);
+        }
+        self.regions_min_sat = min_sat;
+        self.regions_slots = usize::try_from(next).unwrap_or(usize::MAX);
+        next <= direct_budget(valid) as u64
+    }
+}
+
+/// Where one satellite's rows go in the direct table: slots `first ..
+/// first + slots` hold seqs `lo .. lo + slots` (`lo` and `first` multiples
+/// of 64). `slots` 0: no row of the satellite has a place.
+#[derive(Debug, Default, Clone, Copy)]
+struct Region {
+    lo: u64,
+    slots: u64,
+    first: u64,
+}
+
+/// One satellite's occupied words of a direct table: words `first_word ..
+/// first_word + words` of the bitmap, word `first_word + j` holding seqs
+/// `64 * (low / 64 + j) ..` in bits 0..63 (and the table the same slots).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Block {
+    /// The satellite.
+    pub sat: u32,
+    /// Its first word with a set bit.
+    pub first_word: usize,
+    /// Words from the first to the last with a set bit.
+    pub words: usize,
+    /// Its lowest seq in the batch.
+    pub low: u64,
+    /// Its highest seq in the batch.
+    pub high: u64,
+}
+
+/// The smallest and largest `sat` among rows `i < n` whose bit is set in
+/// `mask` (`(u32::MAX, 0)` if none). Written as masks and a fold over each
+/// 64-row chunk so it compiles to vector code.
+fn valid_sat_range(sat: &[u32], mask: &[u64], n: usize) -> (u32, u32) {
+    let (mut lo, mut hi) = (u32::MAX, 0u32);
+    for (chunk, &word) in sat[..n].chunks(64).zip(mask) {
+        let (mut l, mut h) = ([u32::MAX; 8], [0u32; 8]);
+        for (j, &s) in chunk.iter().enumerate() {
+            // All ones when the row is valid.
+            let keep = 0u32.wrapping_sub(((word >> j) & 1) as u32);
+            l[j % 8] = l[j % 8].min(s | !keep);
+            h[j % 8] = h[j % 8].max(s & keep);
+        }
+        lo = lo.min(l.into_iter().fold(u32::MAX, u32::min));
+        hi = hi.max(h.into_iter().fold(0, u32::max));
+    }
+    (lo, hi)
+}
+
+/// Calls `f(i, valid)` for each row `i < n`, ascending, `valid` its bit in
+/// `mask`: a counted loop over every row, with no branch on the mask, since
+/// about half the 64-row words of a real batch hold an invalid row.
+#[inline(always)]
+fn for_each_row(mask: &[u64], n: usize, mut f: impl FnMut(usize, bool)) {
+    for (w, &word) in mask.iter().enumerate().take(n.div_ceil(64)) {
+        let at = w * 64;
+        for j in 0..(n - at).min(64) {
+            f(at + j, (word >> j) & 1 != 0);
+        }
+    }
+}
+
+/// [`for_each_row`] in descending order.
+#[inline(always)]
+fn for_each_row_rev(mask: &[u64], n: usize, mut f: impl FnMut(usize, bool)) {
+    for (w, &word) in mask.iter().enumerate().take(n.div_ceil(64)).rev() {
+        let at = w * 64;
+        for j in (0..(n - at).min(64)).rev() {
+            f(at + j, (word >> j) & 1 != 0);
+        }
+    }
+}
+
 /// The direct table of one batch, for the window to read a satellite's
 /// occupancy words against its ring ([`SortUnique::direct`]).
 #[derive(Debug)]
 pub(super) struct DirectBlocks<'a> {
-    /// The satellite of slot 0 of `base`, `top` and `first_word`.
-    pub min_sat: u32,
     /// Valid rows that were later copies of a (sat, seq) of the batch.
     pub copies: u64,
-    /// Per satellite slot: its smallest seq of the batch (`u64::MAX` if none).
-    pub base: &'a [u64],
-    /// Per satellite slot: its largest seq of the batch.
-    pub top: &'a [u64],
-    /// Per satellite slot: the first word of its block in `occupied`; word
-    /// `first_word + j` holds seqs `64 * (base / 64 + j) ..` in bits 0..63.
-    pub first_word: &'a [u32],
+    /// Each satellite's occupied words, in ascending satellite order.
+    pub blocks: &'a [Block],
     /// Slot -> the first row of its (sat, seq), where `occupied` is set.
     pub table: &'a [u32],
     /// One bit per slot; the reader must leave it clear.

@@ -598,18 +598,10 @@ impl Window {
             duplicates: d.copies,
             ..DedupCounts::default()
         };
-        let mut next = 0;
-        for (s, (&base, &top)) in d.base.iter().zip(d.top).enumerate() {
-            if base > top {
-                continue; // no row of this satellite in the batch
-            }
-            let first = d.first_word[s] as usize;
-            debug_assert_eq!(first, next, "blocks are back to back");
-            let len = ((top >> 6) - (base >> 6)) as usize + 1;
-            next = first + len;
-            let block = &mut d.occupied[first..first + len];
+        for b in d.blocks {
+            let (sat, base, top, first) = (b.sat, b.low, b.high, b.first_word);
+            let block = &mut d.occupied[first..first + b.words];
             let k0 = base >> 6;
-            let sat = d.min_sat + s as u32;
             let state = self.sats.entry(sat).or_insert_with(|| {
                 *bytes += sat_bytes(words, 0);
                 SatWindow {
