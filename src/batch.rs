@@ -143,6 +143,17 @@ impl Batch {
         self.buf.extend_from_slice(frame);
     }
 
+    /// Appends one frame's columns only: its bytes stay at `at .. at + len`
+    /// of a buffer kept elsewhere (see [`Placed`] and [`InPlace`]).
+    #[inline]
+    pub fn push_placed(&mut self, sat: u32, seq: u64, flags: u8, at: usize, len: u32) {
+        self.sat.push(sat);
+        self.seq.push(seq);
+        self.flags.push(flags);
+        self.offset.push(at);
+        self.frame_len.push(len);
+    }
+
     /// The whole wire bytes of row `i`.
     #[inline]
     pub fn frame(&self, i: usize) -> &[u8] {
@@ -218,5 +229,132 @@ impl DecodeTarget for Batch {
             start
         }));
         debug_assert_eq!(at, self.buf.len());
+    }
+}
+
+/// A [`DecodeTarget`] that fills a batch's columns and records where each
+/// frame lies in the input instead of copying it: the frames stay in the
+/// buffer the decoder read, and the batch's `buf` stays empty. Read the
+/// batch through [`InPlace`] with that buffer, which must not change until
+/// the batch has been processed.
+///
+/// This is the batch borrowing the read buffer: the decoder's one copy of
+/// each frame's bytes (a memcpy of everything decoded) is gone, and with
+/// `--threads` the processing thread reads frames from the input, which no
+/// thread writes, instead of from a batch the decoding thread just wrote.
+#[derive(Debug)]
+pub struct Placed<'b> {
+    batch: &'b mut Batch,
+    /// Address of the first byte of the input being decoded.
+    origin: usize,
+    /// Length of that input.
+    len: usize,
+    /// Index of the input's first byte in the buffer the offsets index.
+    base: usize,
+}
+
+impl<'b> Placed<'b> {
+    /// Decodes into `batch`'s columns; `input` is the slice handed to
+    /// [`crate::decode::Decoder::decode`] and starts at index `base` of the
+    /// buffer the recorded offsets will index.
+    pub fn new(batch: &'b mut Batch, input: &[u8], base: usize) -> Placed<'b> {
+        Placed {
+            batch,
+            origin: input.as_ptr() as usize,
+            len: input.len(),
+            base,
+        }
+    }
+
+    /// Where `bytes`, a slice of the input, starts in the indexed buffer.
+    #[inline]
+    fn at(&self, bytes: &[u8]) -> usize {
+        let rel = (bytes.as_ptr() as usize).wrapping_sub(self.origin);
+        assert!(
+            rel <= self.len && bytes.len() <= self.len - rel,
+            "a decoded frame lies in the decoder's input"
+        );
+        self.base + rel
+    }
+}
+
+impl DecodeTarget for Placed<'_> {
+    #[inline]
+    fn row_count(&self) -> usize {
+        self.batch.len()
+    }
+    #[inline]
+    fn push_frame(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]) {
+        let at = self.at(frame);
+        self.batch
+            .push_placed(sat, seq, flags, at, frame.len() as u32);
+    }
+    /// Each column extended once; no bytes copied.
+    #[inline]
+    fn push_run(&mut self, heads: &[FrameHead], bytes: &[u8]) {
+        let mut at = self.at(bytes);
+        let b = &mut *self.batch;
+        b.sat.extend(heads.iter().map(|h| h.sat));
+        b.seq.extend(heads.iter().map(|h| h.seq));
+        b.flags.extend(heads.iter().map(|h| h.flags));
+        b.frame_len.extend(heads.iter().map(|h| h.len));
+        b.offset.extend(heads.iter().map(|h| {
+            let start = at;
+            at += h.len as usize;
+            start
+        }));
+        debug_assert_eq!(at, self.at(bytes) + bytes.len());
+    }
+}
+
+/// A batch filled through [`Placed`], read with the buffer its offsets index.
+#[derive(Debug, Clone, Copy)]
+pub struct InPlace<'a> {
+    /// The columns (its `buf` is not used).
+    pub batch: &'a Batch,
+    /// The buffer holding the frames.
+    pub bytes: &'a [u8],
+}
+
+impl InPlace<'_> {
+    /// The whole wire bytes of row `i`.
+    #[inline]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        &self.bytes[Rows::span(self.batch, i)]
+    }
+}
+
+impl Rows for InPlace<'_> {
+    #[inline]
+    fn row_count(&self) -> usize {
+        self.batch.len()
+    }
+    #[inline]
+    fn columns(&self) -> Option<(&[u32], &[u8])> {
+        self.batch.columns()
+    }
+    #[inline]
+    fn key_columns(&self) -> Option<(&[u32], &[u64])> {
+        self.batch.key_columns()
+    }
+    #[inline]
+    fn sat(&self, i: usize) -> u32 {
+        self.batch.sat[i]
+    }
+    #[inline]
+    fn seq(&self, i: usize) -> u64 {
+        self.batch.seq[i]
+    }
+    #[inline]
+    fn flags(&self, i: usize) -> u8 {
+        self.batch.flags[i]
+    }
+    #[inline]
+    fn span(&self, i: usize) -> Range<usize> {
+        Rows::span(self.batch, i)
+    }
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.bytes
     }
 }

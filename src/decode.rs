@@ -370,13 +370,18 @@ pub const DEFAULT_READ_CHUNK: usize = 256 * 1024;
 
 /// Decodes frames from any [`io::Read`] into batches.
 ///
-/// Its buffer is allocated once, one maximal frame plus one read chunk, and
-/// never grows: whatever the input, memory stays within that bound.
+/// With [`FrameReader::fill`] its buffer is allocated once, one maximal frame
+/// plus one read chunk, and never grows: whatever the input, memory stays
+/// within that bound. With [`FrameReader::fill_placed`] the batch's frames
+/// stay in the buffer, which then grows to hold one batch's bytes plus a
+/// read chunk (the bytes a copying batch would hold in its own buffer).
 #[derive(Debug)]
 pub struct FrameReader<R> {
     inner: R,
     decoder: Decoder,
     buf: Vec<u8>,
+    /// Bytes asked of `inner` at a time.
+    chunk: usize,
     start: usize,
     end: usize,
     eof: bool,
@@ -390,6 +395,7 @@ impl<R: Read> FrameReader<R> {
             inner,
             decoder,
             buf: vec![0; cap],
+            chunk: chunk.max(1),
             start: 0,
             end: 0,
             eof: false,
@@ -418,6 +424,59 @@ impl<R: Read> FrameReader<R> {
     /// As [`FrameReader::fill`].
     pub fn fill_some(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
         self.fill_until(batch, limit, true)
+    }
+
+    /// Like [`FrameReader::fill`], but the frames are not copied into the
+    /// batch: it gets their columns and their places in the reader's buffer
+    /// ([`crate::batch::Placed`]). Read it as
+    /// [`crate::batch::InPlace`]` { batch, bytes: reader.bytes() }` before
+    /// the next fill, which moves the buffer's unread tail to its front.
+    /// While a batch fills, earlier frames keep their places: when the
+    /// buffer has no room left for a read, it grows.
+    ///
+    /// # Errors
+    /// As [`FrameReader::fill`].
+    pub fn fill_placed(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
+        batch.clear();
+        // The last batch is done with: only the unread tail is kept.
+        self.buf.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        loop {
+            let input = &self.buf[self.start..self.end];
+            let mut target = crate::batch::Placed::new(batch, input, self.start);
+            self.start += self.decoder.decode(input, self.eof, &mut target, limit);
+            if batch.len() >= limit || self.eof {
+                return Ok(batch.len());
+            }
+            if batch.is_empty() {
+                // Nothing placed yet: the unread tail may move.
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let room = self.end + self.chunk;
+            if self.buf.len() < room {
+                let grown = room.max(self.buf.len().saturating_mul(2));
+                self.buf.resize(grown, 0);
+            }
+            let n = loop {
+                match self.inner.read(&mut self.buf[self.end..]) {
+                    Ok(n) => break n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            };
+            if n == 0 {
+                self.eof = true;
+            }
+            self.end += n;
+        }
+    }
+
+    /// The buffer the offsets of a batch from [`FrameReader::fill_placed`] index.
+    pub fn bytes(&self) -> &[u8] {
+        &self.buf
     }
 
     fn fill_until(&mut self, batch: &mut Batch, limit: usize, any: bool) -> io::Result<usize> {

@@ -36,11 +36,11 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
-use crate::batch::{Batch, Rows};
+use crate::batch::{Batch, InPlace, Rows};
 use crate::decode::{DecodeStats, Decoder, FrameReader, DEFAULT_READ_CHUNK};
 use crate::dedup::{Dedup, StalePolicy, WindowLimits, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::stage::{drive, BatchStages, Probe};
-use crate::wire::{DEFAULT_MAX_PAYLOAD, OVERHEAD};
+use crate::wire::DEFAULT_MAX_PAYLOAD;
 use crate::{forward, validate};
 
 /// Default `--batch-size`.
@@ -339,15 +339,20 @@ pub fn process_stream_each<R: Read, W: Write>(
     let decoder = Decoder::new(cfg.max_payload);
     let mut reader = FrameReader::new(input, decoder, DEFAULT_READ_CHUNK);
     let mut stages = BatchProcessor::new(cfg);
-    let mut batch = Batch::with_capacity(cfg.batch_size, OVERHEAD + 64);
+    // The frames stay in the reader's buffer: the batch holds columns only.
+    let mut batch = Batch::with_capacity(cfg.batch_size, 0);
     let mut stopped = false;
     while reader
-        .fill(&mut batch, cfg.batch_size)
+        .fill_placed(&mut batch, cfg.batch_size)
         .map_err(ProcessError::Read)?
         > 0
     {
+        let rows = InPlace {
+            batch: &batch,
+            bytes: reader.bytes(),
+        };
         stages
-            .process(&batch, out, &mut ())
+            .process(&rows, out, &mut ())
             .map_err(ProcessError::Write)?;
         each(&batch, stages.row_ids());
         if stop() {

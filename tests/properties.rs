@@ -3,7 +3,7 @@
 mod common;
 
 use common::{config, stream, Chunked};
-use meridian_pipeline::batch::Batch;
+use meridian_pipeline::batch::{Batch, InPlace};
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
@@ -40,8 +40,56 @@ fn decode_split(
     (frames, reader.stats())
 }
 
+/// [`decode_split`] through [`FrameReader::fill_placed`]: the frames read
+/// from the reader's buffer through each batch's offsets.
+fn decode_split_placed(
+    data: &[u8],
+    sizes: Vec<usize>,
+    limit: usize,
+    max_payload: u16,
+) -> (
+    Vec<reference::Frame>,
+    meridian_pipeline::decode::DecodeStats,
+) {
+    let mut reader = FrameReader::new(Chunked::new(data, sizes), Decoder::new(max_payload), 7);
+    let mut batch = Batch::default();
+    let mut frames = Vec::new();
+    while reader.fill_placed(&mut batch, limit).unwrap() > 0 {
+        assert!(batch.buf.is_empty(), "placed frames are not copied");
+        let rows = InPlace {
+            batch: &batch,
+            bytes: reader.bytes(),
+        };
+        for i in 0..batch.len() {
+            frames.push(reference::Frame {
+                sat: batch.sat[i],
+                seq: batch.seq[i],
+                flags: batch.flags[i],
+                bytes: rows.frame(i).to_vec(),
+            });
+        }
+    }
+    (frames, reader.stats())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 384, ..ProptestConfig::default() })]
+
+    /// Batches that keep their frames in the reader's buffer hold the
+    /// reference's frames and counters however the stream is split, as the
+    /// copying reader does.
+    #[test]
+    fn placed_decode_matches_reference(
+        data in stream(),
+        sizes in prop::collection::vec(1usize..64, 1..8),
+        limit in 1usize..20,
+        max_payload in prop_oneof![Just(16u16), Just(4096u16)],
+    ) {
+        let (want, want_stats) = reference::decode_all(&data, max_payload);
+        let (got, got_stats) = decode_split_placed(&data, sizes, limit, max_payload);
+        prop_assert_eq!(&got, &want);
+        prop_assert_eq!(got_stats, want_stats);
+    }
 
     /// Decoding gives the reference's frames and counters however the stream
     /// is split into reads and batches.

@@ -530,7 +530,10 @@ impl SortUnique {
             }
             // Satellites without a row have base > top: no spread.
             let spread = self.base.iter().zip(&self.top);
-            let spread = spread.map(|(&b, &t)| t.saturating_sub(b)).max().unwrap_or(0);
+            let spread = spread
+                .map(|(&b, &t)| t.saturating_sub(b))
+                .max()
+                .unwrap_or(0);
             bit_width(spread)
         } else {
             let min_seq = self.seqs.iter().copied().min().unwrap_or(u64::MAX);

@@ -27,11 +27,10 @@ use serde::Serialize;
 
 use super::alloc_count::{thread_count, AllocCount};
 use super::layout::Layout;
-use crate::batch::Batch;
+use crate::batch::{Batch, InPlace, Placed};
 use crate::decode::Decoder;
 use crate::pipeline::{BatchProcessor, Config, Summary};
 use crate::stage::{PerStage, Probe, Stage};
-use crate::wire::OVERHEAD;
 
 /// Set to end every run early, after the batch in flight (the command line
 /// sets it on SIGINT and SIGTERM, then prints the partial report). A run
@@ -414,7 +413,8 @@ fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
         }
         let limit = meter.next_limit(opts.cfg.batch_size);
         meter.clock.before(Stage::Decode);
-        pos += engine.decode(&data[pos..], limit);
+        let input = &data[pos..];
+        pos += engine.decode_in_place(input, limit);
         meter.clock.after(Stage::Decode);
         let rows = engine.row_count();
         if rows == 0 {
@@ -422,7 +422,7 @@ fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
             continue;
         }
         out.clear();
-        engine.process(&mut out, &mut meter.clock)?;
+        engine.process_in(input, &mut out, &mut meter.clock)?;
         meter.batch_done(rows, &out);
     }
     Ok(meter.finish(opts, engine.summary(), passes))
@@ -452,7 +452,7 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     let new_group = || -> Vec<Slot> {
         (0..group)
             .map(|_| Slot {
-                batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
+                batch: Batch::with_capacity(cfg.batch_size, 0),
                 new_pass: false,
             })
             .collect()
@@ -480,7 +480,11 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
                 *passes += 1;
                 slot.new_pass = true;
             }
-            *pos += decoder.decode(&data[*pos..], true, &mut slot.batch, limit);
+            // The frames stay in `data`, which no thread writes: the
+            // processing thread reads them from there (see `Placed`).
+            let input = &data[*pos..];
+            let mut target = Placed::new(&mut slot.batch, input, *pos);
+            *pos += decoder.decode(input, true, &mut target, limit);
             if !slot.batch.is_empty() {
                 return;
             }
@@ -546,7 +550,11 @@ fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
                         stages.reset_window();
                     }
                     out.clear();
-                    if let Err(e) = stages.process(&slot.batch, &mut out, &mut clock) {
+                    let rows = InPlace {
+                        batch: &slot.batch,
+                        bytes: data,
+                    };
+                    if let Err(e) = stages.process(&rows, &mut out, &mut clock) {
                         return (clock, Err(e));
                     }
                     if let Some(h) = &mut digest {

@@ -68,6 +68,27 @@ pub trait Engine {
     /// # Errors
     /// When writing to `out` fails.
     fn process(&mut self, out: &mut Vec<u8>, probe: &mut dyn Probe) -> io::Result<()>;
+    /// [`Engine::decode`] for a caller that keeps `data` unchanged until the
+    /// matching [`Engine::process_in`]: an engine may then leave the frames
+    /// where they are instead of copying them into its batch. The default
+    /// is [`Engine::decode`].
+    fn decode_in_place(&mut self, data: &[u8], limit: usize) -> usize {
+        self.decode(data, limit)
+    }
+    /// [`Engine::process`] after [`Engine::decode_in_place`], with the same
+    /// `data`. The default is [`Engine::process`].
+    ///
+    /// # Errors
+    /// When writing to `out` fails.
+    fn process_in(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        probe: &mut dyn Probe,
+    ) -> io::Result<()> {
+        let _ = data;
+        self.process(out, probe)
+    }
     /// Forgets the dedup window, so the same input can be replayed as new.
     fn reset_window(&mut self);
     /// Counters so far.
@@ -87,11 +108,12 @@ pub fn run_all(
 ) -> io::Result<Summary> {
     let mut pos = 0;
     while pos < data.len() {
-        pos += engine.decode(&data[pos..], batch_size);
+        let input = &data[pos..];
+        pos += engine.decode_in_place(input, batch_size);
         if engine.row_count() == 0 {
             break;
         }
-        engine.process(out, &mut ())?;
+        engine.process_in(input, out, &mut ())?;
     }
     Ok(engine.summary())
 }

@@ -3,7 +3,7 @@
 use std::io;
 
 use super::Engine;
-use crate::batch::Batch;
+use crate::batch::{Batch, InPlace, Placed};
 use crate::decode::Decoder;
 use crate::pipeline::{BatchProcessor, Config, Summary};
 use crate::stage::Probe;
@@ -15,6 +15,8 @@ pub struct Soa {
     decoder: Decoder,
     batch: Batch,
     stages: BatchProcessor,
+    /// The last decode left the frames in its input ([`Engine::decode_in_place`]).
+    placed: bool,
 }
 
 impl Soa {
@@ -24,6 +26,7 @@ impl Soa {
             decoder: Decoder::new(cfg.max_payload),
             batch: Batch::with_capacity(cfg.batch_size, OVERHEAD + 128),
             stages: BatchProcessor::new(cfg),
+            placed: false,
         }
     }
 }
@@ -31,13 +34,40 @@ impl Soa {
 impl Engine for Soa {
     fn decode(&mut self, data: &[u8], limit: usize) -> usize {
         self.batch.clear();
+        self.placed = false;
         self.decoder.decode(data, true, &mut self.batch, limit)
+    }
+    /// Columns only: the frames stay in `data` ([`Placed`]).
+    fn decode_in_place(&mut self, data: &[u8], limit: usize) -> usize {
+        self.batch.clear();
+        self.placed = true;
+        let mut target = Placed::new(&mut self.batch, data, 0);
+        self.decoder.decode(data, true, &mut target, limit)
     }
     fn row_count(&self) -> usize {
         self.batch.len()
     }
     fn process(&mut self, out: &mut Vec<u8>, probe: &mut dyn Probe) -> io::Result<()> {
+        assert!(
+            !self.placed,
+            "a batch decoded in place is processed with its input"
+        );
         self.stages.process(&self.batch, out, probe)
+    }
+    fn process_in(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<u8>,
+        probe: &mut dyn Probe,
+    ) -> io::Result<()> {
+        if !self.placed {
+            return self.stages.process(&self.batch, out, probe);
+        }
+        let rows = InPlace {
+            batch: &self.batch,
+            bytes: data,
+        };
+        self.stages.process(&rows, out, probe)
     }
     fn reset_window(&mut self) {
         self.stages.reset_window();
