@@ -139,3 +139,37 @@ fn runner_reports_zero_allocations_per_stage_sequential_and_pipelined() {
         r.stages[Stage::Dedup]
     );
 }
+
+/// The dedup stage's scratch is sized by the batch's rows, not by its valid
+/// rows: a batch with more valid rows than any before (the first with none
+/// invalid, which the default workload sees once in tens of thousands of
+/// batches) allocates nothing either.
+#[test]
+fn dedup_allocates_nothing_when_more_rows_are_valid_than_before() {
+    use meridian_pipeline::dedup::{Dedup, StalePolicy, WindowLimits, DEFAULT_WINDOW};
+    let mut dedup = Dedup::new(DEFAULT_WINDOW, StalePolicy::Forward, WindowLimits::OFF);
+    let mut forward = Vec::new();
+    let mut batch = Batch::default();
+    let rows = 1000u64;
+    let mut made = Vec::new();
+    for (k, valid_every) in [7u64, 7, 7, 7, 0, 0].into_iter().enumerate() {
+        batch.clear();
+        let mut mask = vec![0u64; (rows as usize).div_ceil(64)];
+        for i in 0..rows {
+            // Each batch far above the last: no guess from the last batch holds it.
+            let (sat, seq) = ((i % 48) as u32, 1_000 + k as u64 * 10_000 + i / 48);
+            batch.push(sat, seq, 0, &[]);
+            // Every seventh row invalid in the first batches, none after.
+            if valid_every == 0 || i % valid_every != 0 {
+                mask[(i / 64) as usize] |= 1 << (i % 64);
+            }
+        }
+        let before = thread_count();
+        dedup.run(&batch, &mask, &mut forward);
+        made.push(thread_count().since(before).allocs);
+        assert!(!forward.is_empty());
+    }
+    // The first batches warm up (the window's rings, the table); the batch
+    // with every row valid and the one after it allocate nothing.
+    assert_eq!(&made[3..], &[0, 0, 0], "allocations per batch: {made:?}");
+}

@@ -210,7 +210,7 @@ impl SortUnique {
         let packing = self.choose(min_sat, max_sat);
         self.last_packing = Some(packing);
         if let Packing::Direct { .. } = packing {
-            self.grow_direct_table();
+            self.grow_direct_table(rows.row_count());
             let (table, occupied) = (&mut self.table[..], &mut self.occupied[..]);
             let regions = &self.regions;
             // Reverse stream order: the last write to a slot, the one kept,
@@ -286,7 +286,7 @@ impl SortUnique {
             return None;
         }
         self.min_sat = min_sat;
-        self.grow_direct_table();
+        self.grow_direct_table(n);
         let all = self.fill_columns(sat, seq, mask, n);
         debug_assert!(all, "the exact regions hold every valid row");
         Some(Some(self.end_direct_fill()))
@@ -370,16 +370,25 @@ impl SortUnique {
         packing
     }
 
-    /// Grows the direct table and its bitmap to the
-    /// largest table this batch's valid rows may take, so they stop growing
-    /// once batches reach full size.
-    fn grow_direct_table(&mut self) {
+    /// Grows the direct table and its bitmap to the largest table a batch of
+    /// `rows` rows may take (sized by all rows, valid or not, so a batch
+    /// with more valid rows than any before does not grow it again), and
+    /// the per-satellite scratch to [`SAT_TABLE`] satellites: once batches
+    /// reach full size, a direct batch allocates nothing.
+    fn grow_direct_table(&mut self, rows: usize) {
         // One word more: the sink of [`SortUnique::fill_columns`].
-        let most = direct_budget(self.valid).next_multiple_of(64) + 64;
+        let most = direct_budget(rows).next_multiple_of(64) + 64;
         if self.table.len() < most {
             self.table.resize(most, 0);
             self.occupied.resize(most / 64, 0);
         }
+        let sats = SAT_TABLE as usize + 1;
+        for v in [&mut self.base, &mut self.top] {
+            v.reserve(sats.saturating_sub(v.len()));
+        }
+        self.regions
+            .reserve(sats.saturating_sub(self.regions.len()));
+        self.blocks.reserve(sats.saturating_sub(self.blocks.len()));
     }
 
     /// The direct table [`SortUnique::prepare`] just filled, to be read once
