@@ -7,6 +7,12 @@
 //!
 //! A batch is cleared, not dropped, between uses: once its columns and buffer
 //! have grown to the largest batch seen, decoding into it allocates nothing.
+//!
+//! A batch can also leave the frames where the decoder found them: decoding
+//! through [`Placed`] fills only the columns, with `offset` indexing the
+//! decoder's input buffer, and [`InPlace`] reads the batch with that buffer.
+//! `process` (through `FrameReader::fill_placed`) and `run` work this way,
+//! so each frame's bytes are copied once, into the output.
 
 use std::ops::Range;
 
