@@ -3,7 +3,7 @@
 //! `crc32fast` folds one message with one 128-bit PCLMULQDQ accumulator: each
 //! fold waits for the previous one (about 7 cycles), so a 112-byte message
 //! is a chain of dependent multiplies, and the decoder used to run one such
-//! chain per frame, back to back. [`crc32_4`] folds four messages in
+//! chain per frame, back to back. [`Kernel::crc32_4`] folds four messages in
 //! lock-step instead: four independent accumulators, so the multiplier is
 //! busy every cycle rather than one in seven.
 //!
@@ -22,8 +22,8 @@
 //!
 //! # Choosing
 //! The kernel needs PCLMULQDQ, SSSE3 and SSE4.1, detected at run time
-//! ([`multi_available`]); without them, and for messages outside
-//! [`MIN_LEN`]`..=`[`MAX_LEN`], [`crc32_4`] calls `crc32fast` for each
+//! ([`Kernel::detect`]); without them, and for messages outside
+//! [`MIN_LEN`]`..=`[`MAX_LEN`], [`Kernel::crc32_4`] calls `crc32fast` for each
 //! message, which is also the naive twin the property tests compare with.
 
 /// Shortest message the four-lane kernel takes (one whole block).

@@ -37,7 +37,7 @@
 //! Reading the occupied slots in order, through the bitmap's set bits, gives
 //! the survivors in (sat, seq) order. Because the words line up with seqs,
 //! the window can also classify a satellite's keys 64 at a time against its
-//! ring bitmap straight from the occupancy words ([`DirectBlocks`], used by
+//! ring bitmap straight from the occupancy words (`DirectBlocks`, used by
 //! [`crate::dedup::Dedup`] when the window has no limits). Taken when the
 //! batch's satellite ids span at most [`SAT_TABLE`] values and the table
 //! needs at most [`DIRECT_SLOTS_PER_ROW`] slots per valid row (plus
