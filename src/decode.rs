@@ -86,6 +86,14 @@ const RUN_BYTES: usize = 2048;
 /// without a hint the loads form a chain that waits on memory.
 const PREFETCH_AHEAD: usize = 1024;
 
+/// Frames longer than this (the four-lane CRC kernel's longest, with the
+/// header and CRC) get every line prefetched, [`LONG_AHEAD`] bytes ahead.
+/// Short frames keep the one prefetch per frame: for them a per-line loop
+/// costs more (an unpredictable one or two steps a frame) than it saves.
+const LONG_FRAME: usize = crc::MAX_LEN + OVERHEAD;
+/// How far past a long frame's end its prefetches reach.
+const LONG_AHEAD: usize = 4096;
+
 /// Hints the CPU to bring `data[at]`'s cache line in (no effect past the end).
 #[inline(always)]
 fn prefetch(data: &[u8], at: usize) {
@@ -179,12 +187,15 @@ impl Decoder {
     ) -> usize {
         let mut pos = 0usize;
         let mut skipped = 0u64;
+        // Every line of `data` below this has been prefetched for a long
+        // frame (see `candidates`).
+        let mut fetched = 0;
         while batch.row_count() < limit {
             // Back-to-back frames are the common case: take a run of them,
             // each assumed good, and check their CRCs together.
             let room = limit - batch.row_count();
             let run = &mut self.run;
-            Self::candidates(self.max_payload, data, pos, room, run);
+            Self::candidates(self.max_payload, data, pos, room, run, &mut fetched);
             if run.len > 0 {
                 let good = Self::verify(self.crc, data, run);
                 if good > 0 {
@@ -229,7 +240,14 @@ impl Decoder {
     /// complete and with good headers, at most `room` and [`RUN`] of them:
     /// where the rule would put them if every CRC matched.
     #[inline]
-    fn candidates(max_payload: u16, data: &[u8], mut pos: usize, room: usize, run: &mut Run) {
+    fn candidates(
+        max_payload: u16,
+        data: &[u8],
+        mut pos: usize,
+        room: usize,
+        run: &mut Run,
+        fetched: &mut usize,
+    ) {
         run.len = 0;
         let mut bytes = 0;
         let most = room.min(RUN);
@@ -251,6 +269,17 @@ impl Decoder {
                 flags: h.flags,
                 len: n as u32,
             };
+            if n > LONG_FRAME {
+                // A long frame: one prefetch per frame covers a fraction of
+                // its lines, so ask for every line up to LONG_AHEAD bytes
+                // past its end, each once.
+                let want = (pos + n + LONG_AHEAD).min(data.len());
+                *fetched = (*fetched).max(pos + PREFETCH_AHEAD);
+                while *fetched < want {
+                    prefetch(data, *fetched);
+                    *fetched += 64;
+                }
+            }
             run.len += 1;
             pos += n;
             bytes += n;
@@ -432,7 +461,9 @@ impl<R: Read> FrameReader<R> {
     /// [`crate::batch::InPlace`]` { batch, bytes: reader.bytes() }` before
     /// the next fill, which moves the buffer's unread tail to its front.
     /// While a batch fills, earlier frames keep their places: when the
-    /// buffer has no room left for a read, it grows.
+    /// buffer has no room left for a read, it grows, to at most the batch's
+    /// frames plus two read chunks and a maximal frame (skipped bytes past
+    /// a chunk are dropped from it).
     ///
     /// # Errors
     /// As [`FrameReader::fill`].
@@ -449,11 +480,17 @@ impl<R: Read> FrameReader<R> {
             if batch.len() >= limit || self.eof {
                 return Ok(batch.len());
             }
-            if batch.is_empty() {
-                // Nothing placed yet: the unread tail may move.
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+            // Bytes between the last placed frame and `start` were skipped
+            // (garbage): once they pass a chunk the unread tail moves down
+            // over them, so the buffer holds the batch's frames, less than a
+            // chunk of skipped bytes and the tail, however long the garbage.
+            let kept = batch.offset.last().map_or(0, |&at| {
+                at + *batch.frame_len.last().expect("columns agree") as usize
+            });
+            if self.start - kept >= self.chunk || batch.is_empty() {
+                self.buf.copy_within(self.start..self.end, kept);
+                self.end -= self.start - kept;
+                self.start = kept;
             }
             let room = self.end + self.chunk;
             if self.buf.len() < room {

@@ -633,8 +633,8 @@ pub fn process_stream_gaps<R: Read, W: Write>(
 ) -> Result<(Summary, bool, GapTracker), ProcessError> {
     let mut gaps = GapTracker::new();
     let (summary, stopped) =
-        crate::pipeline::process_stream_each(input, out, cfg, stop, |batch, rows| {
-            gaps.observe(batch, rows)
+        crate::pipeline::process_stream_each(input, out, cfg, stop, |rows, row_ids| {
+            gaps.observe(rows.batch, row_ids)
         })?;
     Ok((summary, stopped, gaps))
 }

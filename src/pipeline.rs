@@ -333,7 +333,7 @@ pub fn process_stream_each<R: Read, W: Write>(
     out: &mut W,
     cfg: Config,
     stop: &dyn Fn() -> bool,
-    mut each: impl FnMut(&Batch, &[u32]),
+    mut each: impl FnMut(&InPlace<'_>, &[u32]),
 ) -> Result<(Summary, bool), ProcessError> {
     cfg.check()?;
     let decoder = Decoder::new(cfg.max_payload);
@@ -354,7 +354,7 @@ pub fn process_stream_each<R: Read, W: Write>(
         stages
             .process(&rows, out, &mut ())
             .map_err(ProcessError::Write)?;
-        each(&batch, stages.row_ids());
+        each(&rows, stages.row_ids());
         if stop() {
             stopped = true;
             break;

@@ -372,3 +372,202 @@ fn invalid_copy_does_not_suppress_a_valid_one() {
         (1, 0, 1)
     );
 }
+
+/// Runs `batches` of (sat, seq, valid) rows through `Dedup` and its naive
+/// twin with no window limits, batch by batch, `reset` marking batches
+/// before which both forget their window.
+fn dedup_agrees(
+    batches: &[(Vec<(u32, u64, bool)>, bool)],
+    width: u64,
+    stale: StalePolicy,
+) -> Result<(), TestCaseError> {
+    let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
+    let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
+    let mut forward = Vec::new();
+    for (k, (rows, reset)) in batches.iter().enumerate() {
+        if *reset {
+            fast.reset();
+            naive.reset();
+        }
+        let mut batch = Batch::default();
+        let mut mask = vec![0u64; rows.len().div_ceil(64)];
+        let mut valid = Vec::new();
+        for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
+            batch.push(sat, seq, 0, &[]);
+            if ok {
+                mask[i / 64] |= 1 << (i % 64);
+                valid.push((i as u32, sat, seq));
+            }
+        }
+        let got = fast.run(&batch, &mask, &mut forward);
+        let (want_rows, want) = naive.run(&valid);
+        prop_assert_eq!(
+            &forward,
+            &want_rows,
+            "batch {} took {:?}",
+            k,
+            fast.last_packing()
+        );
+        prop_assert_eq!(got, want, "batch {} took {:?}", k, fast.last_packing());
+    }
+    Ok(())
+}
+
+/// The direct layout and the word-at-a-time window at the top of the id
+/// and seq ranges: satellites `u32::MAX - 4095 ..= u32::MAX`, seqs up to
+/// `u64::MAX`, every width edge, both stale policies, an all-invalid batch.
+#[test]
+fn direct_window_at_the_top_of_the_ranges() {
+    let (m, s) = (u64::MAX, u32::MAX);
+    let batches: Vec<(Vec<(u32, u64, bool)>, bool)> = vec![
+        (
+            vec![
+                (s, m - 3, true),
+                (s, m, true),
+                (s - 4095, 0, true),
+                (s, m - 3, true),
+            ],
+            false,
+        ),
+        (
+            vec![
+                (s, m - 200, true),
+                (s, m - 1, true),
+                (s, m, true),
+                (s - 4095, 70, true),
+                (s, 5, false),
+            ],
+            false,
+        ),
+        (vec![(s, m, false), (s, 1, false)], false),
+        (
+            vec![
+                (s, m - 130, true),
+                (s, m - 64, true),
+                (s, m - 63, true),
+                (s - 1, m, true),
+            ],
+            false,
+        ),
+        (
+            vec![(s, m, true), (s - 1, m - 1, true), (s - 4095, 64, true)],
+            true,
+        ),
+    ];
+    for width in [0u64, 1, 63, 64, 65, 1 << 24] {
+        for stale in [StalePolicy::Forward, StalePolicy::Drop] {
+            dedup_agrees(&batches, width, stale).unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Batches of up to 1200 rows over up to 50 satellites (one possibly
+    /// 4095 ids away), seqs spread over up to 5000 with late frames, near
+    /// `u64::MAX` or anywhere, climbing from batch to batch by 0 to 2000,
+    /// some batches all invalid, resets between batches: the guess from
+    /// the last batch hits and misses, blocks span many words, rings wrap.
+    #[test]
+    fn direct_window_matches_naive_on_large_batches(
+        nb in 2usize..8,
+        rows in 1usize..1200,
+        nsat in 1u32..50,
+        far_sat in any::<bool>(),
+        spread in prop_oneof![1u64..64, 64u64..300, 300u64..5000],
+        late in prop_oneof![Just(0u64), 1u64..3000],
+        width in prop_oneof![0u64..3, Just(63u64), Just(64u64), Just(65u64), 100u64..300, Just(4096u64), Just(1u64 << 24)],
+        drop in any::<bool>(),
+        satbase in prop_oneof![Just(0u32), Just(u32::MAX - 4095), any::<u32>().prop_map(|s| s.min(u32::MAX - 4095))],
+        top in any::<bool>(),
+        climb in prop_oneof![Just(0u64), 1u64..64, 64u64..2000],
+        invalid in prop_oneof![Just(0u64), Just(100u64), Just(1000u64)],
+        resets in any::<u8>(),
+        seed in any::<u64>(),
+    ) {
+        let stale = if drop { StalePolicy::Drop } else { StalePolicy::Forward };
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let total = nb as u64 * climb + spread + late + 10;
+        let base = if top { u64::MAX - total } else { rng.u64(..) >> 2 };
+        let mut batches = Vec::new();
+        for k in 0..nb {
+            let mut v = Vec::new();
+            for _ in 0..rows {
+                let s = rng.u32(0..nsat);
+                let sat = satbase + if far_sat && s == nsat - 1 { 4095 } else { s };
+                let mut q = base + late + k as u64 * climb + rng.u64(0..spread);
+                if late > 0 && rng.u8(0..20) == 0 {
+                    q -= rng.u64(0..late);
+                }
+                if top && rng.u8(0..50) == 0 {
+                    q = u64::MAX - rng.u64(0..3);
+                }
+                // Per mille invalid; at 1000 every other batch is all invalid.
+                let ok = if invalid == 1000 { k % 2 == 0 } else { rng.u64(0..1000) >= invalid };
+                v.push((sat, q, ok));
+            }
+            batches.push((v, resets & (1 << k) != 0));
+        }
+        dedup_agrees(&batches, width, stale)?;
+    }
+}
+
+/// A stream of one frame, 16 MiB of garbage and another frame, read into
+/// one batch with frames left in place: the reader's buffer drops the
+/// skipped bytes instead of keeping them under the batch (it stays within
+/// the two frames, two read chunks and a maximal frame).
+#[test]
+fn placed_reader_memory_is_bounded_by_the_batch_not_the_garbage() {
+    let mut data = Vec::new();
+    meridian_pipeline::wire::encode_frame(&mut data, 1, 1, 0, &[1, 2, 3]);
+    data.resize(data.len() + (16 << 20), 0);
+    meridian_pipeline::wire::encode_frame(&mut data, 1, 2, 0, &[4, 5, 6]);
+    let chunk = 64 * 1024;
+    let mut reader = FrameReader::new(&data[..], Decoder::new(4096), chunk);
+    let mut batch = Batch::default();
+    assert_eq!(reader.fill_placed(&mut batch, 2).unwrap(), 2);
+    let rows = InPlace {
+        batch: &batch,
+        bytes: reader.bytes(),
+    };
+    assert_eq!(rows.frame(0)[20..23], [1, 2, 3]);
+    assert_eq!(rows.frame(1)[20..23], [4, 5, 6]);
+    let bound = 2 * 27 + 2 * chunk + Decoder::new(4096).max_frame_len();
+    assert!(
+        reader.bytes().len() <= bound,
+        "buffer of {} bytes for a 2-frame batch (bound {bound})",
+        reader.bytes().len()
+    );
+    assert_eq!(reader.stats().skipped_bytes, 16 << 20);
+}
+
+/// `process_stream_each` hands its callback rows whose frames are readable:
+/// the forwarded rows' bytes, in order, are the output.
+#[test]
+fn process_stream_each_hands_readable_frames() {
+    let mut data = Vec::new();
+    for q in 0..10u64 {
+        meridian_pipeline::wire::encode_frame(&mut data, 1, q, 0, &[1, 2, 3]);
+        meridian_pipeline::wire::encode_frame(&mut data, 1, q, 0, &[1, 2, 3]);
+    }
+    let (mut out, mut seen) = (Vec::new(), Vec::new());
+    let cfg = Config {
+        batch_size: 3,
+        ..Config::default()
+    };
+    meridian_pipeline::pipeline::process_stream_each(
+        &data[..],
+        &mut out,
+        cfg,
+        &|| false,
+        |rows, ids| {
+            for &r in ids {
+                seen.extend_from_slice(rows.frame(r as usize));
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(seen, out);
+    assert_eq!(out.len(), 10 * 27);
+}
