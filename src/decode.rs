@@ -484,9 +484,10 @@ impl<R: Read> FrameReader<R> {
             // (garbage): once they pass a chunk the unread tail moves down
             // over them, so the buffer holds the batch's frames, less than a
             // chunk of skipped bytes and the tail, however long the garbage.
-            let kept = batch.offset.last().map_or(0, |&at| {
-                at + *batch.frame_len.last().expect("columns agree") as usize
-            });
+            let kept = match (batch.offset.last(), batch.frame_len.last()) {
+                (Some(&at), Some(&n)) => at + n as usize,
+                _ => 0,
+            };
             if self.start - kept >= self.chunk || batch.is_empty() {
                 self.buf.copy_within(self.start..self.end, kept);
                 self.end -= self.start - kept;
