@@ -373,11 +373,14 @@ fn invalid_copy_does_not_suppress_a_valid_one() {
     );
 }
 
+/// A batch of (sat, seq, valid) rows, and whether the window is reset before it.
+type TestBatch = (Vec<(u32, u64, bool)>, bool);
+
 /// Runs `batches` of (sat, seq, valid) rows through `Dedup` and its naive
 /// twin with no window limits, batch by batch, `reset` marking batches
 /// before which both forget their window.
 fn dedup_agrees(
-    batches: &[(Vec<(u32, u64, bool)>, bool)],
+    batches: &[TestBatch],
     width: u64,
     stale: StalePolicy,
 ) -> Result<(), TestCaseError> {
@@ -419,7 +422,7 @@ fn dedup_agrees(
 #[test]
 fn direct_window_at_the_top_of_the_ranges() {
     let (m, s) = (u64::MAX, u32::MAX);
-    let batches: Vec<(Vec<(u32, u64, bool)>, bool)> = vec![
+    let batches: Vec<TestBatch> = vec![
         (
             vec![
                 (s, m - 3, true),
