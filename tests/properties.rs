@@ -574,3 +574,44 @@ fn process_stream_each_hands_readable_frames() {
     assert_eq!(seen, out);
     assert_eq!(out.len(), 10 * 27);
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    /// In-batch dedup alone, batches built to take the direct layout mostly
+    /// (a few spread too wide for its budget take the radix one), run
+    /// one after another on the same scratch (seqs moving by `climb`, so the
+    /// last batch's guess sometimes holds the next and sometimes not), with
+    /// invalid rows: the first copy of each (sat, seq) in (sat, seq) order.
+    #[test]
+    fn sort_unique_direct_matches_naive_batch_after_batch(
+        batches in prop::collection::vec(
+            prop::collection::vec((0u32..6, prop_oneof![4 => 0u64..100, 1 => 0u64..2000], prop::bool::weighted(0.9)), 1..300),
+            1..6),
+        climb in prop_oneof![Just(0u64), 1u64..100, 100u64..5000],
+        base in prop_oneof![Just(0u64), Just(u64::MAX - 40_000), any::<u64>().prop_map(|b| b >> 2)],
+    ) {
+        let mut s = SortUnique::default();
+        let mut got = Vec::new();
+        for (k, rows) in batches.iter().enumerate() {
+            let mut batch = Batch::default();
+            let mut mask = vec![0u64; rows.len().div_ceil(64)];
+            let mut want: Vec<(u32, u64, u32)> = Vec::new();
+            for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
+                let seq = base + seq + k as u64 * climb;
+                batch.push(sat, seq, 0, &[]);
+                if ok {
+                    mask[i / 64] |= 1 << (i % 64);
+                    if !want.iter().any(|&(s, q, _)| (s, q) == (sat, seq)) {
+                        want.push((sat, seq, i as u32));
+                    }
+                }
+            }
+            want.sort();
+            let want: Vec<u32> = want.into_iter().map(|(_, _, r)| r).collect();
+            let dropped = s.run(&batch, &mask, &mut got);
+            prop_assert_eq!(&got, &want, "batch {} took {:?}", k, s.last_packing);
+            prop_assert_eq!(dropped, (set_bits(&mask).count() - want.len()) as u64);
+        }
+    }
+}
