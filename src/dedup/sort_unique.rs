@@ -252,7 +252,13 @@ impl SortUnique {
             return Some(None);
         }
         self.valid = valid;
-        if self.guessed && self.regions_slots + 64 <= self.table.len() {
+        // A guess larger than this batch's budget (a small batch after a
+        // wide one) would make the bitmap scans cost more than the rows:
+        // the exact regions are planned instead.
+        if self.guessed
+            && self.regions_slots <= direct_budget(valid)
+            && self.regions_slots + 64 <= self.table.len()
+        {
             if self.fill_columns(sat, seq, mask, n) {
                 return Some(Some(self.end_direct_fill()));
             }
