@@ -141,11 +141,7 @@ impl Batch {
     /// Appends one frame: its header fields and its whole bytes.
     #[inline]
     pub fn push(&mut self, sat: u32, seq: u64, flags: u8, frame: &[u8]) {
-        self.sat.push(sat);
-        self.seq.push(seq);
-        self.flags.push(flags);
-        self.offset.push(self.buf.len());
-        self.frame_len.push(frame.len() as u32);
+        self.push_placed(sat, seq, flags, self.buf.len(), frame.len() as u32);
         self.buf.extend_from_slice(frame);
     }
 
@@ -158,6 +154,23 @@ impl Batch {
         self.flags.push(flags);
         self.offset.push(at);
         self.frame_len.push(len);
+    }
+
+    /// Appends the columns of frames that lie back to back from `at` of the
+    /// buffer the offsets index, the `k`-th being `heads[k]`; returns where
+    /// the last one ends.
+    #[inline]
+    fn extend_columns(&mut self, heads: &[FrameHead], mut at: usize) -> usize {
+        self.sat.extend(heads.iter().map(|h| h.sat));
+        self.seq.extend(heads.iter().map(|h| h.seq));
+        self.flags.extend(heads.iter().map(|h| h.flags));
+        self.frame_len.extend(heads.iter().map(|h| h.len));
+        self.offset.extend(heads.iter().map(|h| {
+            let start = at;
+            at += h.len as usize;
+            start
+        }));
+        at
     }
 
     /// The whole wire bytes of row `i`.
@@ -223,18 +236,10 @@ impl DecodeTarget for Batch {
     /// One copy of the run's bytes, and each column extended once.
     #[inline]
     fn push_run(&mut self, heads: &[FrameHead], bytes: &[u8]) {
-        let mut at = self.buf.len();
+        let at = self.buf.len();
         self.buf.extend_from_slice(bytes);
-        self.sat.extend(heads.iter().map(|h| h.sat));
-        self.seq.extend(heads.iter().map(|h| h.seq));
-        self.flags.extend(heads.iter().map(|h| h.flags));
-        self.frame_len.extend(heads.iter().map(|h| h.len));
-        self.offset.extend(heads.iter().map(|h| {
-            let start = at;
-            at += h.len as usize;
-            start
-        }));
-        debug_assert_eq!(at, self.buf.len());
+        let end = self.extend_columns(heads, at);
+        debug_assert_eq!(end, self.buf.len());
     }
 }
 
@@ -298,18 +303,9 @@ impl DecodeTarget for Placed<'_> {
     /// Each column extended once; no bytes copied.
     #[inline]
     fn push_run(&mut self, heads: &[FrameHead], bytes: &[u8]) {
-        let mut at = self.at(bytes);
-        let b = &mut *self.batch;
-        b.sat.extend(heads.iter().map(|h| h.sat));
-        b.seq.extend(heads.iter().map(|h| h.seq));
-        b.flags.extend(heads.iter().map(|h| h.flags));
-        b.frame_len.extend(heads.iter().map(|h| h.len));
-        b.offset.extend(heads.iter().map(|h| {
-            let start = at;
-            at += h.len as usize;
-            start
-        }));
-        debug_assert_eq!(at, self.at(bytes) + bytes.len());
+        let at = self.at(bytes);
+        let end = self.batch.extend_columns(heads, at);
+        debug_assert_eq!(end, at + bytes.len());
     }
 }
 

@@ -470,9 +470,7 @@ impl<R: Read> FrameReader<R> {
     pub fn fill_placed(&mut self, batch: &mut Batch, limit: usize) -> io::Result<usize> {
         batch.clear();
         // The last batch is done with: only the unread tail is kept.
-        self.buf.copy_within(self.start..self.end, 0);
-        self.end -= self.start;
-        self.start = 0;
+        self.move_tail(0);
         loop {
             let input = &self.buf[self.start..self.end];
             let mut target = crate::batch::Placed::new(batch, input, self.start);
@@ -489,32 +487,44 @@ impl<R: Read> FrameReader<R> {
                 _ => 0,
             };
             if self.start - kept >= self.chunk || batch.is_empty() {
-                self.buf.copy_within(self.start..self.end, kept);
-                self.end -= self.start - kept;
-                self.start = kept;
+                self.move_tail(kept);
             }
             let room = self.end + self.chunk;
             if self.buf.len() < room {
                 let grown = room.max(self.buf.len().saturating_mul(2));
                 self.buf.resize(grown, 0);
             }
-            let n = loop {
-                match self.inner.read(&mut self.buf[self.end..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                self.eof = true;
-            }
-            self.end += n;
+            self.read_more()?;
         }
     }
 
     /// The buffer the offsets of a batch from [`FrameReader::fill_placed`] index.
     pub fn bytes(&self) -> &[u8] {
         &self.buf
+    }
+
+    /// Moves the unread bytes `start..end` down to `to` (at most `start`).
+    fn move_tail(&mut self, to: usize) {
+        self.buf.copy_within(self.start..self.end, to);
+        self.end -= self.start - to;
+        self.start = to;
+    }
+
+    /// One read into the buffer after `end` (retrying `Interrupted`); a read
+    /// of 0 bytes marks the end of the input.
+    fn read_more(&mut self) -> io::Result<()> {
+        let n = loop {
+            match self.inner.read(&mut self.buf[self.end..]) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        };
+        if n == 0 {
+            self.eof = true;
+        }
+        self.end += n;
+        Ok(())
     }
 
     fn fill_until(&mut self, batch: &mut Batch, limit: usize, any: bool) -> io::Result<usize> {
@@ -528,20 +538,8 @@ impl<R: Read> FrameReader<R> {
                 return Ok(batch.len());
             }
             // What is left waits for more bytes; it is less than one frame.
-            self.buf.copy_within(self.start..self.end, 0);
-            self.end -= self.start;
-            self.start = 0;
-            let n = loop {
-                match self.inner.read(&mut self.buf[self.end..]) {
-                    Ok(n) => break n,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                }
-            };
-            if n == 0 {
-                self.eof = true;
-            }
-            self.end += n;
+            self.move_tail(0);
+            self.read_more()?;
         }
     }
 }

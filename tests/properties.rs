@@ -7,19 +7,22 @@ use meridian_pipeline::batch::{Batch, InPlace};
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
-use meridian_pipeline::dedup::{Dedup, DedupCounts, StalePolicy, WindowLimits};
+use meridian_pipeline::dedup::{Dedup, StalePolicy, WindowLimits};
 use meridian_pipeline::harness::reference;
 use meridian_pipeline::validate::{scalar, set_bits, simd};
 use meridian_pipeline::{process_stream, Config};
 use proptest::prelude::*;
 
 /// Decodes `data` through a FrameReader with the given read sizes and batch
-/// limit; returns every frame as (sat, seq, flags, bytes) and the counters.
+/// limit, copying frames into the batch (`fill`) or leaving them in the
+/// reader's buffer (`fill_placed`, `placed`); returns every frame as (sat,
+/// seq, flags, bytes) and the counters.
 fn decode_split(
     data: &[u8],
     sizes: Vec<usize>,
     limit: usize,
     max_payload: u16,
+    placed: bool,
 ) -> (
     Vec<reference::Frame>,
     meridian_pipeline::decode::DecodeStats,
@@ -27,38 +30,24 @@ fn decode_split(
     let mut reader = FrameReader::new(Chunked::new(data, sizes), Decoder::new(max_payload), 7);
     let mut batch = Batch::default();
     let mut frames = Vec::new();
-    while reader.fill(&mut batch, limit).unwrap() > 0 {
-        for i in 0..batch.len() {
-            frames.push(reference::Frame {
-                sat: batch.sat[i],
-                seq: batch.seq[i],
-                flags: batch.flags[i],
-                bytes: batch.frame(i).to_vec(),
-            });
+    loop {
+        let rows = if placed {
+            reader.fill_placed(&mut batch, limit).unwrap()
+        } else {
+            reader.fill(&mut batch, limit).unwrap()
+        };
+        if rows == 0 {
+            break;
         }
-    }
-    (frames, reader.stats())
-}
-
-/// [`decode_split`] through [`FrameReader::fill_placed`]: the frames read
-/// from the reader's buffer through each batch's offsets.
-fn decode_split_placed(
-    data: &[u8],
-    sizes: Vec<usize>,
-    limit: usize,
-    max_payload: u16,
-) -> (
-    Vec<reference::Frame>,
-    meridian_pipeline::decode::DecodeStats,
-) {
-    let mut reader = FrameReader::new(Chunked::new(data, sizes), Decoder::new(max_payload), 7);
-    let mut batch = Batch::default();
-    let mut frames = Vec::new();
-    while reader.fill_placed(&mut batch, limit).unwrap() > 0 {
-        assert!(batch.buf.is_empty(), "placed frames are not copied");
+        assert_eq!(batch.buf.is_empty(), placed, "placed frames are not copied");
+        let bytes = if placed {
+            reader.bytes()
+        } else {
+            &batch.buf[..]
+        };
         let rows = InPlace {
             batch: &batch,
-            bytes: reader.bytes(),
+            bytes,
         };
         for i in 0..batch.len() {
             frames.push(reference::Frame {
@@ -86,7 +75,7 @@ proptest! {
         max_payload in prop_oneof![Just(16u16), Just(4096u16)],
     ) {
         let (want, want_stats) = reference::decode_all(&data, max_payload);
-        let (got, got_stats) = decode_split_placed(&data, sizes, limit, max_payload);
+        let (got, got_stats) = decode_split(&data, sizes, limit, max_payload, true);
         prop_assert_eq!(&got, &want);
         prop_assert_eq!(got_stats, want_stats);
     }
@@ -101,8 +90,8 @@ proptest! {
         max_payload in prop_oneof![Just(16u16), Just(4096u16)],
     ) {
         let (want, want_stats) = reference::decode_all(&data, max_payload);
-        let (whole, whole_stats) = decode_split(&data, vec![data.len().max(1)], usize::MAX, max_payload);
-        let (split, split_stats) = decode_split(&data, sizes, limit, max_payload);
+        let (whole, whole_stats) = decode_split(&data, vec![data.len().max(1)], usize::MAX, max_payload, false);
+        let (split, split_stats) = decode_split(&data, sizes, limit, max_payload, false);
         prop_assert_eq!(&whole, &want);
         prop_assert_eq!(whole_stats, want_stats);
         prop_assert_eq!(&split, &want);
@@ -187,27 +176,16 @@ proptest! {
         base in prop_oneof![Just(0u64), any::<u64>()],
     ) {
         let stale = if drop { StalePolicy::Drop } else { StalePolicy::Forward };
-        let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
-        let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
-        let mut forward = Vec::new();
-        for (k, rows) in batches.iter().enumerate() {
-            let mut batch = Batch::default();
-            let mut mask = vec![0u64; rows.len().div_ceil(64)];
-            let mut valid = Vec::new();
-            // Sequence numbers climb from batch to batch so the window moves.
-            for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
-                let seq = base.wrapping_add(seq).wrapping_add(k as u64 * 40);
-                batch.push(sat, seq, 0, &[]);
-                if ok {
-                    mask[i / 64] |= 1 << (i % 64);
-                    valid.push((i as u32, sat, seq));
-                }
-            }
-            let got: DedupCounts = fast.run(&batch, &mask, &mut forward);
-            let (want_rows, want) = naive.run(&valid);
-            prop_assert_eq!(&forward, &want_rows);
-            prop_assert_eq!(got, want);
-        }
+        // Sequence numbers climb from batch to batch so the window moves.
+        let batches: Vec<TestBatch> = batches
+            .iter()
+            .enumerate()
+            .map(|(k, rows)| {
+                let at = |seq: u64| base.wrapping_add(seq).wrapping_add(k as u64 * 40);
+                (rows.iter().map(|&(sat, seq, ok)| (sat, at(seq), ok)).collect(), false)
+            })
+            .collect();
+        dedup_agrees(&batches, width, stale, false)?;
     }
 
     /// The word-at-a-time window on the direct table agrees with the twin:
@@ -224,30 +202,15 @@ proptest! {
         climb in prop_oneof![Just(0u64), 1u64..64, Just(64u64), 100u64..1000],
     ) {
         let stale = if drop { StalePolicy::Drop } else { StalePolicy::Forward };
-        let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
-        let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
-        let mut forward = Vec::new();
-        for (k, rows) in batches.iter().enumerate() {
-            let mut batch = Batch::default();
-            let mut mask = vec![0u64; rows.len().div_ceil(64)];
-            let mut valid = Vec::new();
-            for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
-                let seq = base + seq + k as u64 * climb;
-                batch.push(sat, seq, 0, &[]);
-                if ok {
-                    mask[i / 64] |= 1 << (i % 64);
-                    valid.push((i as u32, sat, seq));
-                }
-            }
-            let got = fast.run(&batch, &mask, &mut forward);
-            if !valid.is_empty() {
-                let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
-                prop_assert!(direct, "batch {} took {:?}", k, fast.last_packing());
-            }
-            let (want_rows, want) = naive.run(&valid);
-            prop_assert_eq!(&forward, &want_rows);
-            prop_assert_eq!(got, want);
-        }
+        let batches: Vec<TestBatch> = batches
+            .iter()
+            .enumerate()
+            .map(|(k, rows)| {
+                let at = |seq: u64| base + seq + k as u64 * climb;
+                (rows.iter().map(|&(sat, seq, ok)| (sat, at(seq), ok)).collect(), false)
+            })
+            .collect();
+        dedup_agrees(&batches, width, stale, true)?;
     }
 }
 
@@ -378,11 +341,13 @@ type TestBatch = (Vec<(u32, u64, bool)>, bool);
 
 /// Runs `batches` of (sat, seq, valid) rows through `Dedup` and its naive
 /// twin with no window limits, batch by batch, `reset` marking batches
-/// before which both forget their window.
+/// before which both forget their window; with `require_direct`, every
+/// batch with a valid row must take the direct layout.
 fn dedup_agrees(
     batches: &[TestBatch],
     width: u64,
     stale: StalePolicy,
+    require_direct: bool,
 ) -> Result<(), TestCaseError> {
     let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
     let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
@@ -403,6 +368,10 @@ fn dedup_agrees(
             }
         }
         let got = fast.run(&batch, &mask, &mut forward);
+        if require_direct && !valid.is_empty() {
+            let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
+            prop_assert!(direct, "batch {} took {:?}", k, fast.last_packing());
+        }
         let (want_rows, want) = naive.run(&valid);
         prop_assert_eq!(
             &forward,
@@ -459,7 +428,7 @@ fn direct_window_at_the_top_of_the_ranges() {
     ];
     for width in [0u64, 1, 63, 64, 65, 1 << 24] {
         for stale in [StalePolicy::Forward, StalePolicy::Drop] {
-            dedup_agrees(&batches, width, stale).unwrap();
+            dedup_agrees(&batches, width, stale, false).unwrap();
         }
     }
 }
@@ -512,7 +481,7 @@ proptest! {
             }
             batches.push((v, resets & (1 << k) != 0));
         }
-        dedup_agrees(&batches, width, stale)?;
+        dedup_agrees(&batches, width, stale, false)?;
     }
 }
 

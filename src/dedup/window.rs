@@ -241,6 +241,19 @@ struct SatWindow {
 }
 
 impl SatWindow {
+    /// A satellite with no state yet and a clear ring of `ring_words` words.
+    fn new(ring_words: usize) -> SatWindow {
+        SatWindow {
+            live: false,
+            high: 0,
+            low: 0,
+            last_active: 0,
+            ring: vec![0; ring_words].into_boxed_slice(),
+            run: Vec::new(),
+            support: 0,
+        }
+    }
+
     fn bytes(&self) -> usize {
         sat_bytes(self.ring.len(), self.run.len())
     }
@@ -475,15 +488,7 @@ impl Window {
                 .sats
                 .entry(s)
                 .and_modify(|st| old_bytes = st.bytes())
-                .or_insert_with(|| SatWindow {
-                    live: false,
-                    high: 0,
-                    low: 0,
-                    last_active: 0,
-                    ring: Box::new([]),
-                    run: Vec::new(),
-                    support: 0,
-                });
+                .or_insert_with(|| SatWindow::new(0));
             state.last_active = self.batch;
             Self::update(state, self.params, rows, run, forward, &mut counts);
             self.bytes = self.bytes - old_bytes + state.bytes();
@@ -522,15 +527,7 @@ impl Window {
             let from = forward.len();
             let state = self.sats.entry(s).or_insert_with(|| {
                 *bytes += sat_bytes(words, 0);
-                SatWindow {
-                    live: false,
-                    high: 0,
-                    low: 0,
-                    last_active: 0,
-                    ring: vec![0; words].into_boxed_slice(),
-                    run: Vec::new(),
-                    support: 0,
-                }
+                SatWindow::new(words)
             });
             if state.live {
                 // With a full ring (at least W bits) a key less than W below
@@ -604,15 +601,7 @@ impl Window {
             let k0 = base >> 6;
             let state = self.sats.entry(sat).or_insert_with(|| {
                 *bytes += sat_bytes(words, 0);
-                SatWindow {
-                    live: false,
-                    high: 0,
-                    low: 0,
-                    last_active: 0,
-                    ring: vec![0; words].into_boxed_slice(),
-                    run: Vec::new(),
-                    support: 0,
-                }
+                SatWindow::new(words)
             });
             let ring_mask = state.ring.len() - 1;
             if state.live {
