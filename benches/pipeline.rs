@@ -1,5 +1,5 @@
 //! Criterion benchmarks: the whole pipeline per layout and batch size, each
-//! stage against its alternatives, and the pipelined thread mode.
+//! stage against its alternatives, and the data-parallel thread mode.
 //!
 //! All data is built once, outside the timing closures, from seeded
 //! synthetic traffic. Before anything is timed, the engines being compared

@@ -173,6 +173,17 @@ impl Batch {
         at
     }
 
+    /// Appends the columns of `from`'s rows `rows`, offsets unchanged: for
+    /// batches filled through [`Placed`] over the same buffer (the bytes are
+    /// not copied; `buf` is left alone).
+    pub fn extend_rows(&mut self, from: &Batch, rows: Range<usize>) {
+        self.sat.extend_from_slice(&from.sat[rows.clone()]);
+        self.seq.extend_from_slice(&from.seq[rows.clone()]);
+        self.flags.extend_from_slice(&from.flags[rows.clone()]);
+        self.offset.extend_from_slice(&from.offset[rows.clone()]);
+        self.frame_len.extend_from_slice(&from.frame_len[rows]);
+    }
+
     /// The whole wire bytes of row `i`.
     #[inline]
     pub fn frame(&self, i: usize) -> &[u8] {
@@ -354,6 +365,70 @@ impl Rows for InPlace<'_> {
     #[inline]
     fn span(&self, i: usize) -> Range<usize> {
         Rows::span(self.batch, i)
+    }
+    #[inline]
+    fn bytes(&self) -> &[u8] {
+        self.bytes
+    }
+}
+
+/// Rows `rows` of a batch filled through [`Placed`], read with the buffer
+/// its offsets index: a batch cut out of a larger one without copying its
+/// columns (the data-parallel runner decodes a region per thread and cuts
+/// the regions into batches afterwards).
+#[derive(Debug, Clone, Copy)]
+pub struct View<'a> {
+    sat: &'a [u32],
+    seq: &'a [u64],
+    flags: &'a [u8],
+    offset: &'a [usize],
+    frame_len: &'a [u32],
+    bytes: &'a [u8],
+}
+
+impl<'a> View<'a> {
+    /// Rows `rows` of `batch`, whose frames lie in `bytes`.
+    pub fn new(batch: &'a Batch, rows: Range<usize>, bytes: &'a [u8]) -> View<'a> {
+        View {
+            sat: &batch.sat[rows.clone()],
+            seq: &batch.seq[rows.clone()],
+            flags: &batch.flags[rows.clone()],
+            offset: &batch.offset[rows.clone()],
+            frame_len: &batch.frame_len[rows],
+            bytes,
+        }
+    }
+}
+
+impl Rows for View<'_> {
+    #[inline]
+    fn row_count(&self) -> usize {
+        self.sat.len()
+    }
+    #[inline]
+    fn columns(&self) -> Option<(&[u32], &[u8])> {
+        Some((self.sat, self.flags))
+    }
+    #[inline]
+    fn key_columns(&self) -> Option<(&[u32], &[u64])> {
+        Some((self.sat, self.seq))
+    }
+    #[inline]
+    fn sat(&self, i: usize) -> u32 {
+        self.sat[i]
+    }
+    #[inline]
+    fn seq(&self, i: usize) -> u64 {
+        self.seq[i]
+    }
+    #[inline]
+    fn flags(&self, i: usize) -> u8 {
+        self.flags[i]
+    }
+    #[inline]
+    fn span(&self, i: usize) -> Range<usize> {
+        let start = self.offset[i];
+        start..start + self.frame_len[i] as usize
     }
     #[inline]
     fn bytes(&self) -> &[u8] {

@@ -56,6 +56,20 @@ impl DecodeStats {
         self.crc_errors += other.crc_errors;
         self.truncated += other.truncated;
     }
+
+    /// What was counted after `earlier`, a snapshot of the same counters:
+    /// the share of one `decode` call.
+    pub fn since(&self, earlier: &DecodeStats) -> DecodeStats {
+        DecodeStats {
+            input_bytes: self.input_bytes - earlier.input_bytes,
+            skipped_bytes: self.skipped_bytes - earlier.skipped_bytes,
+            frames_decoded: self.frames_decoded - earlier.frames_decoded,
+            frame_bytes: self.frame_bytes - earlier.frame_bytes,
+            bad_header: self.bad_header - earlier.bad_header,
+            crc_errors: self.crc_errors - earlier.crc_errors,
+            truncated: self.truncated - earlier.truncated,
+        }
+    }
 }
 
 /// A streaming decoder over caller-held data.

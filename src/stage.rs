@@ -1,7 +1,7 @@
 //! The stages and the one driver that runs them.
 //!
 //! Every caller that processes a decoded batch (file mode, the throughput
-//! runner sequential and pipelined, `serve`, the layouts, the tests) goes
+//! runner sequential and data-parallel, `serve`, the layouts, the tests) goes
 //! through [`drive`], so the order validate -> dedup -> forward is written
 //! once, here. Callers observe the stages through a [`Probe`]: the runner's
 //! clock and allocation counts, the zero-allocation test and anything else

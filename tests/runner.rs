@@ -1,4 +1,5 @@
-//! The throughput runner: the pipelined mode forwards the sequential bytes,
+//! The throughput runner: the data-parallel mode forwards the sequential bytes
+//! (also when its regions fall out of step),
 //! every layout forwards the same bytes, frame limits are exact, replays are
 //! counted, and the CLI's JSON report has the promised keys.
 
@@ -99,6 +100,33 @@ fn every_thread_count_forwards_the_sequential_bytes_of_a_hostile_capture() {
             assert_eq!(got.frames, frames);
         }
     }
+}
+
+/// Zones too short to fall into step (a byte, a header, a few frames)
+/// leave regions out of step with their predecessors, starting on false
+/// markers or inside frames: they must be dropped and decoded again, and
+/// the output stay the sequential one.
+#[test]
+fn regions_out_of_step_are_decoded_again() {
+    use meridian_pipeline::harness::runner::PARALLEL_ZONE;
+    use std::sync::atomic::Ordering;
+    let data = hostile_capture();
+    let default = PARALLEL_ZONE.load(Ordering::Relaxed);
+    for batch_size in [100, 4096] {
+        let frames = 50_000;
+        let want = run(&data, &opts(Layout::Soa, 1, batch_size, frames)).unwrap();
+        for zone in [0, 1, 23, 300, 2000] {
+            PARALLEL_ZONE.store(zone, Ordering::Relaxed);
+            for threads in [2, 3, 8] {
+                let got = run(&data, &opts(Layout::Soa, threads, batch_size, frames)).unwrap();
+                let what = format!("batch {batch_size}, zone {zone}, {threads} threads");
+                assert_eq!(got.forwarded_crc32, want.forwarded_crc32, "{what}");
+                assert_eq!(got.summary, want.summary, "{what}");
+                assert_eq!(got.frames, frames, "{what}");
+            }
+        }
+    }
+    PARALLEL_ZONE.store(default, Ordering::Relaxed);
 }
 
 #[test]

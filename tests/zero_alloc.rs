@@ -1,5 +1,5 @@
 //! After warm-up, the soa pipeline allocates nothing per batch, in any stage,
-//! sequentially and in the pipelined `--threads 2` mode. Its own test binary,
+//! sequentially and in the data-parallel `--threads 2` mode. Its own test binary,
 //! because it installs the counting allocator as the global allocator.
 
 use meridian_pipeline::batch::Batch;
@@ -91,7 +91,7 @@ fn soa_stages_allocate_nothing_after_warm_up() {
 }
 
 #[test]
-fn runner_reports_zero_allocations_per_stage_sequential_and_pipelined() {
+fn runner_reports_zero_allocations_per_stage_sequential_and_parallel() {
     let data = capture(&GenConfig {
         frames: 20_000,
         ..GenConfig::default()

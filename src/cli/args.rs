@@ -411,9 +411,9 @@ pub(crate) struct RunArgs {
     /// Pipeline layout: soa (the real one), aos (same algorithms over structs), baseline (a first version).
     #[arg(long, value_enum, default_value_t = Layout::Soa)]
     pub(crate) layout: Layout,
-    /// Threads; above 1 overlaps decoding the next batch with processing this one (soa only).
+    /// Threads (soa only, at most 64); above 1 every thread decodes its own stretch of the input, dedups and forwards, with output identical to one thread's.
     #[arg(long, default_value_t = 1, value_name = "N",
-          value_parser = clap::value_parser!(u64).range(1..=256))]
+          value_parser = clap::value_parser!(u64).range(1..=64))]
     pub(crate) threads: u64,
     #[command(flatten)]
     pub(crate) pipeline: PipelineArgs,

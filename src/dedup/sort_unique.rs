@@ -62,6 +62,11 @@ use crate::validate::set_bits;
 
 /// Largest span of satellite ids for which each satellite gets its own seq base.
 pub const SAT_TABLE: u32 = 4096;
+
+/// Words of the direct table's sink (see [`SortUnique::fill_columns`]).
+const SINK_WORDS: usize = 8;
+/// Slots of the sink, at the end of the table.
+const SINK_SLOTS: usize = SINK_WORDS * 64;
 /// The direct layout is taken when its table needs at most this many slots
 /// per valid row of the batch, plus [`DIRECT_SLACK`], and at most
 /// [`DIRECT_MAX_SLOTS`] in all.
@@ -257,7 +262,7 @@ impl SortUnique {
         // the exact regions are planned instead.
         if self.guessed
             && self.regions_slots <= direct_budget(valid)
-            && self.regions_slots + 64 <= self.table.len()
+            && self.regions_slots + SINK_SLOTS <= self.table.len()
         {
             if self.fill_columns(sat, seq, mask, n) {
                 return Some(Some(self.end_direct_fill()));
@@ -301,31 +306,28 @@ impl SortUnique {
     /// Writes each valid row, in reverse stream order, into its slot of
     /// `self.regions` and sets the slot's bit (the last write to a slot, the
     /// one kept, is the first copy). Invalid rows, and valid rows outside
-    /// their satellite's region, write to the table's last word, a sink
+    /// their satellite's region, write to the table's last words, a sink
     /// cleared afterwards, so every row takes the same branch-free step.
     /// Returns false when a valid row was outside its region.
     fn fill_columns(&mut self, sat: &[u32], seq: &[u64], mask: &[u64], n: usize) -> bool {
-        let sink = self.table.len() - 64;
+        let sink = self.table.len() - SINK_SLOTS;
         debug_assert!(self.regions_slots <= sink);
+        // A satellite past the regions reads an empty region at the end.
+        self.regions.push(Region::default());
         let (table, occupied) = (&mut self.table[..], &mut self.occupied[..]);
         let (regions, min_sat) = (&self.regions[..], self.regions_min_sat);
-        let mut miss = false;
-        for_each_row_rev(mask, n, |i, valid| {
-            let s = sat[i].wrapping_sub(min_sat) as usize;
-            let region = regions.get(s).copied().unwrap_or_default();
-            let off = seq[i].wrapping_sub(region.lo);
-            let inside = off < region.slots;
-            miss |= valid & !inside;
-            let slot = if valid & inside {
-                (region.first + off) as usize
-            } else {
-                sink
-            };
-            table[slot] = i as u32;
-            occupied[slot / 64] |= 1 << (slot % 64);
-        });
-        occupied[sink / 64] = 0;
-        !miss
+        // Nearly every row valid (one dedup for all satellites): a branch on
+        // the row's slot is predicted and costs less than a select. Many
+        // rows invalid (a dedup for one satellite range of the batch): the
+        // branch would follow the satellites' order, which is none.
+        let all = if self.valid * 8 >= n * 7 {
+            fill_rows::<false>(sat, seq, mask, n, regions, min_sat, table, occupied, sink)
+        } else {
+            fill_rows::<true>(sat, seq, mask, n, regions, min_sat, table, occupied, sink)
+        };
+        occupied[sink / 64..].fill(0);
+        self.regions.pop();
+        all
     }
 
     /// After a direct fill: records each satellite's occupied words as a
@@ -382,8 +384,8 @@ impl SortUnique {
     /// the per-satellite scratch to [`SAT_TABLE`] satellites: once batches
     /// reach full size, a direct batch allocates nothing.
     fn grow_direct_table(&mut self, rows: usize) {
-        // One word more: the sink of [`SortUnique::fill_columns`].
-        let most = direct_budget(rows).next_multiple_of(64) + 64;
+        // The sink of [`SortUnique::fill_columns`] after the regions.
+        let most = direct_budget(rows).next_multiple_of(64) + SINK_SLOTS;
         if self.table.len() < most {
             self.table.resize(most, 0);
             self.occupied.resize(most / 64, 0);
@@ -640,6 +642,49 @@ fn valid_sat_range(sat: &[u32], mask: &[u64], n: usize) -> (u32, u32) {
         hi = hi.max(h.into_iter().fold(0, u32::max));
     }
     (lo, hi)
+}
+
+/// The loop of [`SortUnique::fill_columns`]: `regions` ends with an empty
+/// region, which satellites past the others read; `SELECT` chooses the
+/// row's slot without a branch.
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn fill_rows<const SELECT: bool>(
+    sat: &[u32],
+    seq: &[u64],
+    mask: &[u64],
+    n: usize,
+    regions: &[Region],
+    min_sat: u32,
+    table: &mut [u32],
+    occupied: &mut [u64],
+    sink: usize,
+) -> bool {
+    let outside = regions.len() - 1;
+    let mut miss = false;
+    for_each_row_rev(mask, n, |i, valid| {
+        let s = (sat[i].wrapping_sub(min_sat) as usize).min(outside);
+        let region = regions[s];
+        let off = seq[i].wrapping_sub(region.lo);
+        let inside = off < region.slots;
+        miss |= valid & !inside;
+        // Consecutive sink rows go to different words: one word would chain
+        // each read-modify-write of its bitmap word to the last.
+        let (kept, sunk) = (
+            region.first.wrapping_add(off) as usize,
+            sink + (i % SINK_WORDS) * 64,
+        );
+        let slot = if SELECT {
+            std::hint::select_unpredictable(valid & inside, kept, sunk)
+        } else if valid & inside {
+            kept
+        } else {
+            sunk
+        };
+        table[slot] = i as u32;
+        occupied[slot / 64] |= 1 << (slot % 64);
+    });
+    !miss
 }
 
 /// Calls `f(i, valid)` for each row `i < n`, ascending, `valid` its bit in

@@ -10,15 +10,12 @@
 //! new traffic rather than as copies of the last pass.
 //!
 //! # Parallel mode (`--threads N`, N > 1, soa only)
-//! The cross-batch window makes batch k+1's result depend on batch k's, so
-//! batches cannot be deduplicated out of order without partitioning the
-//! window. Decoding, though, depends on nothing but the bytes, and it is the
-//! widest stage. So the runner pipelines: on the rayon pool, batch k+1 is
-//! decoded into one batch buffer while batch k is validated, deduplicated and
-//! forwarded from the other (`rayon::join`), then the buffers swap. Batches
-//! are still processed strictly in order by one thread, so the output is the
-//! sequential output byte for byte. This uses at most two cores; more threads
-//! do not help until decode itself is split (see README).
+//! Every thread decodes a stretch of the input, the dedup runs in the same
+//! tasks (by satellite range from six threads on) and every thread forwards
+//! a run of batches; the output is the sequential output byte for byte. See
+//! [`parallel`].
+
+pub mod parallel;
 
 use std::io::{self, IsTerminal};
 use std::time::{Duration, Instant};
@@ -27,9 +24,9 @@ use serde::Serialize;
 
 use super::alloc_count::{thread_count, AllocCount};
 use super::layout::Layout;
-use crate::batch::{Batch, InPlace, Placed};
+use crate::batch::Batch;
 use crate::decode::Decoder;
-use crate::pipeline::{BatchProcessor, Config, Summary};
+use crate::pipeline::{Config, Summary};
 use crate::stage::{PerStage, Probe, Stage};
 
 /// Set to end every run early, after the batch in flight (the command line
@@ -40,6 +37,18 @@ pub static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::
 /// Batches at the start of a run left out of the allocation figures: the
 /// columns, the sink and the window rings grow to size in these.
 pub const WARMUP_BATCHES: u64 = 8;
+
+/// Bytes each task of the data-parallel mode (`--threads` above 1) decodes
+/// before its region to fall into step with the frames: [`parallel::ZONE`]
+/// by default, at most that. Every value gives the same output, only the
+/// speed differs: a zone too short to hold a frame leaves the regions out of
+/// step, and they are dropped and decoded again (the tests set short zones
+/// to make that happen).
+pub static PARALLEL_ZONE: std::sync::atomic::AtomicUsize =
+    std::sync::atomic::AtomicUsize::new(parallel::ZONE);
+
+/// The most threads a run takes.
+pub const MAX_THREADS: usize = 64;
 
 /// How long to run.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -189,7 +198,7 @@ struct Meter {
     progress: Option<Display>,
     digest: Option<crc32fast::Hasher>,
     /// Batches before allocations are counted: [`WARMUP_BATCHES`], or more
-    /// in the pipelined mode, where each of its buffers is first used later.
+    /// in the data-parallel mode, where each of its buffers is first used later.
     warmup: u64,
 }
 
@@ -376,6 +385,12 @@ pub fn run(data: &[u8], opts: &RunOptions) -> Result<RunReport, RunError> {
     if opts.threads > 1 && opts.layout != Layout::Soa {
         return Err(RunError::ThreadsNeedSoa);
     }
+    if opts.threads > MAX_THREADS {
+        return Err(RunError::Threads {
+            threads: opts.threads,
+            message: format!("at most {MAX_THREADS}"),
+        });
+    }
     if opts.layout == Layout::Baseline && opts.cfg.limits != crate::dedup::WindowLimits::OFF {
         return Err(RunError::BaselineHasNoLimits);
     }
@@ -394,7 +409,7 @@ pub fn run(data: &[u8], opts: &RunOptions) -> Result<RunReport, RunError> {
                 threads: opts.threads,
                 message: e.to_string(),
             })?;
-        Ok(pool.install(|| run_pipelined(data, opts))?)
+        Ok(pool.install(|| parallel::run(data, opts))?)
     } else {
         Ok(run_sequential(data, opts)?)
     }
@@ -426,153 +441,4 @@ fn run_sequential(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
         meter.batch_done(rows, &out);
     }
     Ok(meter.finish(opts, engine.summary(), passes))
-}
-
-/// Frames per group of batches in the pipelined mode (see `run_pipelined`).
-const PIPELINE_GROUP_FRAMES: usize = 16_384;
-
-/// A decoded batch waiting to be processed.
-struct Slot {
-    batch: Batch,
-    /// The batch starts a replay of the input: reset the window before it.
-    new_pass: bool,
-}
-
-fn run_pipelined(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
-    let cfg = opts.cfg;
-    let mut decoder = Decoder::new(cfg.max_payload);
-    let mut stages = BatchProcessor::new(cfg);
-    let mut meter = Meter::new(opts);
-    let mut out = Vec::new();
-    // Each side of a join handles a group of batches, so the two threads
-    // meet once per ~16k frames instead of once per batch.
-    let group = (PIPELINE_GROUP_FRAMES / cfg.batch_size).max(1);
-    // Every slot of both groups has held a batch once by then.
-    meter.warmup = WARMUP_BATCHES.max(2 * group as u64 + 1);
-    let new_group = || -> Vec<Slot> {
-        (0..group)
-            .map(|_| Slot {
-                batch: Batch::with_capacity(cfg.batch_size, 0),
-                new_pass: false,
-            })
-            .collect()
-    };
-    let (mut cur, mut next) = (new_group(), new_group());
-    let (mut pos, mut passes) = (0usize, 1u64);
-    let mut queued = 0u64; // frames decoded, processed or not
-    let start = meter.start;
-
-    // Decodes the next batch into `slot`, replaying the input when it runs
-    // out; `run` has checked that the input holds a frame, so this ends.
-    let decode_into = |slot: &mut Slot,
-                       pos: &mut usize,
-                       passes: &mut u64,
-                       limit: usize,
-                       decoder: &mut Decoder| {
-        slot.batch.clear();
-        slot.new_pass = false;
-        if limit == 0 {
-            return;
-        }
-        loop {
-            if *pos >= data.len() {
-                *pos = 0;
-                *passes += 1;
-                slot.new_pass = true;
-            }
-            // The frames stay in `data`, which no thread writes: the
-            // processing thread reads them from there (see `Placed`).
-            let input = &data[*pos..];
-            let mut target = Placed::new(&mut slot.batch, input, *pos);
-            *pos += decoder.decode(input, true, &mut target, limit);
-            if !slot.batch.is_empty() {
-                return;
-            }
-            *pos = data.len(); // the input's tail held no frame
-        }
-    };
-    let next_limit = |queued: u64| match opts.limit {
-        _ if STOP.load(std::sync::atomic::Ordering::Relaxed) => 0,
-        Limit::Frames(n) => (n - queued).min(cfg.batch_size as u64) as usize,
-        Limit::Duration(d) if start.elapsed() >= d => 0,
-        Limit::Duration(_) => cfg.batch_size,
-    };
-    // Fills a group batch by batch; once a batch is left empty (the limit
-    // is reached) the rest of the group is empty too.
-    let decode_group = |slots: &mut [Slot],
-                        queued: &mut u64,
-                        pos: &mut usize,
-                        passes: &mut u64,
-                        decoder: &mut Decoder,
-                        clock: &mut StageClock| {
-        for slot in slots.iter_mut() {
-            let limit = next_limit(*queued);
-            clock.before(Stage::Decode);
-            decode_into(slot, pos, passes, limit, decoder);
-            clock.after(Stage::Decode);
-            *queued += slot.batch.len() as u64;
-        }
-    };
-
-    decode_group(
-        &mut cur,
-        &mut queued,
-        &mut pos,
-        &mut passes,
-        &mut decoder,
-        &mut meter.clock,
-    );
-    while !cur[0].batch.is_empty() {
-        // Each side times itself on its own thread with its own clock. The
-        // processing side feeds the digest, batch by batch, from its sink.
-        let count_allocs = meter.clock.count_allocs;
-        let mut digest = meter.digest.take();
-        let ((dec_clock, q), (stage_clock, res)) = rayon::join(
-            || {
-                let mut clock = StageClock::new();
-                clock.count_allocs = count_allocs;
-                let mut q = queued;
-                decode_group(
-                    &mut next,
-                    &mut q,
-                    &mut pos,
-                    &mut passes,
-                    &mut decoder,
-                    &mut clock,
-                );
-                (clock, q)
-            },
-            || {
-                let mut clock = StageClock::new();
-                clock.count_allocs = count_allocs;
-                for slot in cur.iter().take_while(|s| !s.batch.is_empty()) {
-                    if slot.new_pass {
-                        stages.reset_window();
-                    }
-                    out.clear();
-                    let rows = InPlace {
-                        batch: &slot.batch,
-                        bytes: data,
-                    };
-                    if let Err(e) = stages.process(&rows, &mut out, &mut clock) {
-                        return (clock, Err(e));
-                    }
-                    if let Some(h) = &mut digest {
-                        h.update(&out);
-                    }
-                }
-                (clock, Ok(()))
-            },
-        );
-        res?;
-        meter.digest = digest;
-        queued = q;
-        meter.clock.merge(&stage_clock);
-        for slot in cur.iter().take_while(|s| !s.batch.is_empty()) {
-            meter.batch_counted(slot.batch.len());
-        }
-        meter.clock.merge(&dec_clock);
-        std::mem::swap(&mut cur, &mut next);
-    }
-    Ok(meter.finish(opts, Summary::new(decoder.stats(), stages.stats()), passes))
 }

@@ -34,6 +34,26 @@ pub fn valid_mask<R: Rows + ?Sized>(rows: &R, max_sat: u32, mask: &mut Vec<u64>)
     }
 }
 
+/// Clears the bits of `mask` (a mask of the rows of `sat`) whose satellite
+/// lies outside `lo..hi`, and returns how many bits stay set: a validity
+/// mask narrowed to one satellite range, so that several dedups, each with
+/// its own window over its own satellites, share a batch (the data-parallel
+/// runner).
+pub fn keep_sats(sat: &[u32], lo: u64, hi: u64, mask: &mut [u64]) -> usize {
+    debug_assert_eq!(mask.len(), mask_words(sat.len()));
+    let mut kept = 0;
+    for (word, chunk) in mask.iter_mut().zip(sat.chunks(64)) {
+        let mut inside = 0u64;
+        for (i, &s) in chunk.iter().enumerate() {
+            let s = u64::from(s);
+            inside |= u64::from(s >= lo && s < hi) << i;
+        }
+        *word &= inside;
+        kept += word.count_ones() as usize;
+    }
+    kept
+}
+
 /// Iterates the indices of the set bits of `mask`, in ascending order.
 #[inline]
 pub fn set_bits(mask: &[u64]) -> impl Iterator<Item = usize> + '_ {
