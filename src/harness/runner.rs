@@ -409,7 +409,7 @@ pub fn run(data: &[u8], opts: &RunOptions) -> Result<RunReport, RunError> {
                 threads: opts.threads,
                 message: e.to_string(),
             })?;
-        Ok(pool.install(|| parallel::run(data, opts))?)
+        Ok(parallel::run(data, opts, &pool)?)
     } else {
         Ok(run_sequential(data, opts)?)
     }

@@ -32,6 +32,14 @@
 //! - **Forward, one run of batches per task**, each into its own sink and
 //!   digest; the digests are combined in batch order.
 //!
+//! The phases run on the rayon pool's threads, each pinned to its task for
+//! the whole run ([`rayon::ThreadPool::broadcast`]) and meeting at spinning
+//! barriers: a rayon `join` per phase left the second task to a thread that
+//! had gone to sleep, and waking a sleeping vCPU here takes a millisecond or
+//! more (audit.md, section 13), as long as a phase. Thread 0 does the serial
+//! steps (planning, chaining, cutting, the meter) while the others spin (and
+//! yield, should there be more threads than cores).
+//!
 //! Batches are cut from the chained regions afterwards, at multiples of the
 //! batch size from the start of the pass, as one thread cuts them: a batch
 //! inside a region is a [`View`] of it (no copy), a batch across two regions
@@ -40,11 +48,12 @@
 //! frame limit one task decodes a batch at a time from the exact position.
 
 use std::io;
+use std::panic::{self, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
-use rayon::prelude::*;
-
-use super::{Limit, Meter, RunOptions, RunReport, StageClock, MAX_THREADS, WARMUP_BATCHES};
+use super::{Limit, Meter, RunOptions, RunReport, StageClock, MAX_THREADS, PARALLEL_ZONE, WARMUP_BATCHES};
 use crate::batch::{Batch, Placed, Rows, View};
 use crate::decode::{DecodeStats, Decoder};
 use crate::dedup::{Dedup, DedupCounts};
@@ -58,9 +67,9 @@ use crate::wire::OVERHEAD;
 /// (see [`super::PARALLEL_ZONE`]).
 pub const ZONE: usize = 8 * 1024;
 
-/// Frames per thread per superstep (or a batch, if larger): enough that two
-/// joins per superstep cost little, few enough that a region's frames are
-/// still in cache when they are forwarded.
+/// Frames per thread per superstep (or a batch, if larger): enough that the
+/// two barriers per superstep cost little, few enough that a region's frames
+/// are still in cache when they are forwarded.
 const REGION_FRAMES: usize = 16_384;
 
 /// The smallest region worth a task; a stretch of input with less per task
@@ -75,6 +84,9 @@ const MIN_REGION_FRAMES: u64 = 1024;
 /// Threads per satellite part: one dedup per this many threads (at least
 /// one).
 const THREADS_PER_PART: usize = 3;
+
+/// Spins at a barrier before each yield to the OS.
+const SPINS: u32 = 256;
 
 /// One task's decoding side.
 struct Region {
@@ -142,25 +154,102 @@ enum Plan {
     Regions(usize, usize),
 }
 
-struct State<'d> {
-    data: &'d [u8],
-    cfg: Config,
-    /// Mean frame length of the capture (sizes the regions).
-    mean_len: usize,
-    /// Two sets of regions: one decoded while the other is processed.
-    sets: [Vec<Region>; 2],
-    /// Each task's share of a superstep's bytes.
-    shares: Vec<f64>,
-    parts: Vec<Part>,
-    sinks: Vec<Sink>,
+/// The batches of the set being processed, and where they are.
+struct Cut {
     carry: Batch,
     copied: Vec<Batch>,
-    /// The batches of the set being processed, in stream order.
     batches: Vec<Src>,
     /// They start a replay of the input: reset the windows first.
-    batches_new_pass: bool,
-    /// The batch left open by [`State::cut_batches`]: the next carry.
+    new_pass: bool,
+    /// The batch left open by `cut_batches`: the next carry.
     tail: Option<Src>,
+}
+
+/// What the tasks of the next phase do.
+#[derive(Debug, Clone, Copy)]
+struct Job {
+    plan: Plan,
+    /// Region t is `bounds[t] .. bounds[t + 1]` (with `Plan::Regions`).
+    bounds: [usize; MAX_THREADS + 1],
+    /// The set decoded into, and the set whose batches are processed.
+    decode_set: usize,
+    process_set: usize,
+    /// Deduplicate the processed set's batches in phase A.
+    dedup: bool,
+    count_allocs: bool,
+    digest: bool,
+    /// Position the exact region starts at.
+    pos: usize,
+}
+
+/// The phase the crew runs next.
+const PHASE_DECODE: u8 = 0;
+const PHASE_FORWARD: u8 = 1;
+const PHASE_EXIT: u8 = 2;
+
+/// What every thread reads: the per-task state behind locks (each task
+/// takes its own; thread 0 takes them all between phases, when no task
+/// holds any) and the barrier.
+struct Shared<'d> {
+    data: &'d [u8],
+    cfg: Config,
+    sets: [Vec<RwLock<Region>>; 2],
+    parts: Vec<RwLock<Part>>,
+    sinks: Vec<Mutex<Sink>>,
+    cut: RwLock<Cut>,
+    job: RwLock<Job>,
+    phase: AtomicU8,
+    barrier: SpinBarrier,
+    /// A task panicked: the run is abandoned.
+    failed: AtomicBool,
+    /// The first forwarding error of the phase.
+    error: Mutex<Option<io::Error>>,
+}
+
+/// A barrier whose waiters spin (yielding now and then): the threads stay
+/// awake between phases.
+struct SpinBarrier {
+    arrived: AtomicUsize,
+    generation: AtomicUsize,
+    threads: usize,
+}
+
+impl SpinBarrier {
+    fn wait(&self) {
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.arrived.fetch_add(1, Ordering::AcqRel) + 1 == self.threads {
+            self.arrived.store(0, Ordering::Relaxed);
+            self.generation.fetch_add(1, Ordering::Release);
+            return;
+        }
+        let mut spins = 0u32;
+        while self.generation.load(Ordering::Acquire) == generation {
+            spins += 1;
+            if spins % SPINS == 0 {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
+        }
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Thread 0's own state: the position, the counters, the meter.
+struct Driver<'s, 'd> {
+    sh: &'s Shared<'d>,
+    /// Mean frame length of the capture (sizes the regions).
+    mean_len: usize,
+    region_rows: usize,
+    /// Each task's share of a superstep's bytes.
+    shares: [f64; MAX_THREADS],
     /// Decoder position: everything before it is counted in `decoded`.
     pos: usize,
     /// The set decoded last starts a replay of the input.
@@ -178,7 +267,7 @@ struct State<'d> {
     split: bool,
 }
 
-pub(super) fn run(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
+pub(super) fn run(data: &[u8], opts: &RunOptions, pool: &rayon::ThreadPool) -> io::Result<RunReport> {
     let cfg = opts.cfg;
     let threads = opts.threads;
     let b = cfg.batch_size;
@@ -187,60 +276,89 @@ pub(super) fn run(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
     } else {
         1
     };
-    let mean_len = mean_frame_len(data, cfg.max_payload);
     let region_rows = REGION_FRAMES.max(b);
     // Batches of a superstep: its regions can hold more than region_rows
     // each (the shares move, frames vary); `chain_and_cut` adds room when a
     // superstep has more.
     let max_batches = (2 * threads * region_rows).div_ceil(b) + threads + 2;
-    let new_set = || -> Vec<Region> {
+    let new_set = || -> Vec<RwLock<Region>> {
         (0..threads)
-            .map(|_| Region {
-                decoder: Decoder::new(cfg.max_payload),
-                zone: Decoder::new(cfg.max_payload),
-                zone_rows: Batch::with_capacity(ZONE / OVERHEAD + 1, 0),
-                rows: Batch::with_capacity(2 * region_rows, 0),
-                start: 0,
-                end: 0,
-                full: false,
-                stats: DecodeStats::default(),
-                decode_ns: 0.0,
-                dedup_ns: 0.0,
-                clock: StageClock::new(),
+            .map(|_| {
+                RwLock::new(Region {
+                    decoder: Decoder::new(cfg.max_payload),
+                    zone: Decoder::new(cfg.max_payload),
+                    zone_rows: Batch::with_capacity(ZONE / OVERHEAD + 1, 0),
+                    rows: Batch::with_capacity(2 * region_rows, 0),
+                    start: 0,
+                    end: 0,
+                    full: false,
+                    stats: DecodeStats::default(),
+                    decode_ns: 0.0,
+                    dedup_ns: 0.0,
+                    clock: StageClock::new(),
+                })
             })
             .collect()
     };
-    let mut st = State {
+    let sh = Shared {
         data,
         cfg,
-        mean_len,
         sets: [new_set(), new_set()],
-        shares: vec![1.0 / threads as f64; threads],
         parts: (0..parts)
-            .map(|_| Part {
-                lo: 0,
-                hi: u64::from(cfg.max_sat) + 1,
-                mask: Vec::with_capacity(validate::mask_words(b)),
-                dedup: Dedup::new(cfg.window, cfg.stale, cfg.limits),
-                ids: (0..max_batches).map(|_| Vec::with_capacity(b)).collect(),
-                counts: DedupCounts::default(),
-                valid: 0,
+            .map(|_| {
+                RwLock::new(Part {
+                    lo: 0,
+                    hi: u64::from(cfg.max_sat) + 1,
+                    mask: Vec::with_capacity(validate::mask_words(b)),
+                    dedup: Dedup::new(cfg.window, cfg.stale, cfg.limits),
+                    ids: (0..max_batches).map(|_| Vec::with_capacity(b)).collect(),
+                    counts: DedupCounts::default(),
+                    valid: 0,
+                })
             })
             .collect(),
         sinks: (0..threads)
-            .map(|_| Sink {
-                out: Vec::new(),
-                digest: None,
-                forwarded: 0,
-                bytes: 0,
-                clock: StageClock::new(),
+            .map(|_| {
+                Mutex::new(Sink {
+                    out: Vec::new(),
+                    digest: None,
+                    forwarded: 0,
+                    bytes: 0,
+                    clock: StageClock::new(),
+                })
             })
             .collect(),
-        carry: Batch::with_capacity(b, 0),
-        copied: (0..threads).map(|_| Batch::with_capacity(b, 0)).collect(),
-        batches: Vec::with_capacity(max_batches),
-        batches_new_pass: false,
-        tail: None,
+        cut: RwLock::new(Cut {
+            carry: Batch::with_capacity(b, 0),
+            copied: (0..threads).map(|_| Batch::with_capacity(b, 0)).collect(),
+            batches: Vec::with_capacity(max_batches),
+            new_pass: false,
+            tail: None,
+        }),
+        job: RwLock::new(Job {
+            plan: Plan::Stop,
+            bounds: [0; MAX_THREADS + 1],
+            decode_set: 0,
+            process_set: 1,
+            dedup: false,
+            count_allocs: false,
+            digest: opts.digest,
+            pos: 0,
+        }),
+        phase: AtomicU8::new(PHASE_EXIT),
+        barrier: SpinBarrier {
+            arrived: AtomicUsize::new(0),
+            generation: AtomicUsize::new(0),
+            threads,
+        },
+        failed: AtomicBool::new(false),
+        error: Mutex::new(None),
+    };
+    let driver = Mutex::new(Driver {
+        sh: &sh,
+        mean_len: mean_frame_len(data, cfg.max_payload),
+        region_rows,
+        shares: [1.0 / threads as f64; MAX_THREADS],
         pos: 0,
         decoded_new_pass: false,
         pass_unstarted: false,
@@ -253,42 +371,25 @@ pub(super) fn run(data: &[u8], opts: &RunOptions) -> io::Result<RunReport> {
         passes: 1,
         pipeline: PipelineStats::default(),
         split: parts == 1,
-    };
-    let mut meter = Meter::new(opts);
-    // Every buffer has been used at full size by the fourth superstep.
-    meter.warmup = WARMUP_BATCHES.max(4 * (threads * region_rows).div_ceil(b) as u64 + 2);
-    // The first superstep is decoded alone.
-    let mut cur = 0;
-    let plan = st.plan(region_rows);
-    st.decode(cur, plan, false, &mut meter);
-    st.chain_and_cut(cur, plan);
-    loop {
-        let plan = if meter.done() {
-            Plan::Stop
+    });
+    let mut report = None;
+    let report_slot = Mutex::new(&mut report);
+    pool.broadcast(|ctx| {
+        if ctx.index() == 0 {
+            let mut driver = driver.lock().unwrap_or_else(PoisonError::into_inner);
+            let result = panic::catch_unwind(AssertUnwindSafe(|| driver.drive(opts)));
+            // Whatever happened, release the crew.
+            sh.phase.store(PHASE_EXIT, Ordering::Release);
+            sh.barrier.wait();
+            **report_slot.lock().unwrap_or_else(PoisonError::into_inner) = Some(result);
         } else {
-            st.plan(region_rows)
-        };
-        if st.batches.is_empty() && matches!(plan, Plan::Stop) {
-            break;
+            sh.crew(ctx.index());
         }
-        let next = 1 - cur;
-        st.decode(next, plan, true, &mut meter);
-        st.forward(cur, &mut meter)?;
-        st.keep_tail();
-        st.chain_and_cut(next, plan);
-        cur = next;
+    });
+    match report.expect("thread 0 reports") {
+        Ok(result) => result,
+        Err(panic) => panic::resume_unwind(panic),
     }
-    if !st.carry.is_empty() {
-        // Stopped by time or a signal with rows decoded: one last batch.
-        st.batches.clear();
-        st.batches.push(Src::Carry);
-        st.batches_new_pass = st.pass_unstarted;
-        st.decode(1 - cur, Plan::Stop, true, &mut meter);
-        st.forward(cur, &mut meter)?;
-    }
-    let summary = Summary::new(st.decoded, st.pipeline);
-    let passes = st.passes;
-    Ok(meter.finish(opts, summary, passes))
 }
 
 /// The mean frame length in the capture's first 64 KiB, at least the
@@ -306,135 +407,298 @@ fn mean_frame_len(data: &[u8], max_payload: u16) -> usize {
     (used / sample.len().max(1)).max(OVERHEAD)
 }
 
-impl State<'_> {
-    fn len_of(&self, src: Src) -> usize {
-        match src {
-            Src::Region(_, _, len) => len,
-            Src::Carry => self.carry.len(),
-            Src::Copied(k) => self.copied[k].len(),
+impl Shared<'_> {
+    /// The loop of threads 1.. : each phase's task, between barriers.
+    fn crew(&self, t: usize) {
+        loop {
+            self.barrier.wait();
+            match self.phase.load(Ordering::Acquire) {
+                PHASE_DECODE => self.guarded(|| self.decode_task(t)),
+                PHASE_FORWARD => self.guarded(|| self.forward_task(t)),
+                _ => return,
+            }
+            self.barrier.wait();
         }
     }
 
-    fn view(&self, src: Src, set: usize) -> View<'_> {
-        view(&self.sets[set], &self.carry, &self.copied, self.data, src)
+    /// Runs a task; a panic marks the run failed instead of leaving the
+    /// other threads at the barrier.
+    fn guarded(&self, task: impl FnOnce()) {
+        if panic::catch_unwind(AssertUnwindSafe(task)).is_err() {
+            self.failed.store(true, Ordering::Release);
+        }
+    }
+
+    /// Runs one phase on every thread, thread 0's task included.
+    fn phase(&self, phase: u8) {
+        self.phase.store(phase, Ordering::Release);
+        self.barrier.wait();
+        match phase {
+            PHASE_DECODE => self.guarded(|| self.decode_task(0)),
+            _ => self.guarded(|| self.forward_task(0)),
+        }
+        self.barrier.wait();
+        assert!(
+            !self.failed.load(Ordering::Acquire),
+            "a task of the parallel runner panicked"
+        );
+    }
+
+    fn len_of(cut: &Cut, src: Src) -> usize {
+        match src {
+            Src::Region(_, _, len) => len,
+            Src::Carry => cut.carry.len(),
+            Src::Copied(k) => cut.copied[k].len(),
+        }
+    }
+
+    /// Phase A, task `t`: validate and dedup the processed set's batches
+    /// for part `t` (if there is one), then decode region `t`.
+    fn decode_task(&self, t: usize) {
+        let job = *read(&self.job);
+        let cut = read(&self.cut);
+        let mut r = write(&self.sets[job.decode_set][t]);
+        r.clock = StageClock::new();
+        r.clock.count_allocs = job.count_allocs;
+        let t0 = Instant::now();
+        if job.dedup && t < self.parts.len() {
+            let mut part = write(&self.parts[t]);
+            let others: [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS] =
+                std::array::from_fn(|u| self.sets[job.process_set].get(u).map(read));
+            self.dedup(t, &mut part, &cut, &others, &mut r.clock);
+        }
+        let t1 = Instant::now();
+        r.rows.clear();
+        r.stats = DecodeStats::default();
+        r.full = false;
+        let data = self.data;
+        match job.plan {
+            Plan::Batch(limit) if t == 0 => {
+                r.clock.before(Stage::Decode);
+                let input = &data[job.pos..];
+                let before = r.decoder.stats();
+                let r = &mut *r;
+                let mut target = Placed::new(&mut r.rows, input, job.pos);
+                r.start = job.pos;
+                r.end = job.pos + r.decoder.decode(input, true, &mut target, limit);
+                r.stats = r.decoder.stats().since(&before);
+                r.clock.after(Stage::Decode);
+            }
+            Plan::Regions(_, limit) => {
+                r.clock.before(Stage::Decode);
+                r.decode_region(data, &job.bounds, t, limit);
+                r.clock.after(Stage::Decode);
+            }
+            _ => {}
+        }
+        r.dedup_ns = (t1 - t0).as_nanos() as f64;
+        r.decode_ns = t1.elapsed().as_nanos() as f64;
+    }
+
+    /// Validates and deduplicates every batch for `part`'s satellites.
+    fn dedup(
+        &self,
+        t: usize,
+        part: &mut Part,
+        cut: &Cut,
+        regions: &[Option<RwLockReadGuard<'_, Region>>; MAX_THREADS],
+        clock: &mut StageClock,
+    ) {
+        if cut.new_pass && !cut.batches.is_empty() {
+            part.dedup.reset();
+        }
+        let whole = self.parts.len() == 1;
+        for (i, &src) in cut.batches.iter().enumerate() {
+            let rows = view(regions, cut, self.data, src);
+            clock.before(Stage::Validate);
+            let valid = validate::valid_mask(&rows, self.cfg.max_sat, &mut part.mask);
+            if t == 0 {
+                part.valid += valid as u64;
+            }
+            if !whole {
+                let (sat, _) = rows.key_columns().expect("a view has columns");
+                validate::keep_sats(sat, part.lo, part.hi, &mut part.mask);
+            }
+            clock.after(Stage::Validate);
+            clock.before(Stage::Dedup);
+            let counts = part.dedup.run(&rows, &part.mask, &mut part.ids[i]);
+            part.counts.add(counts);
+            clock.after(Stage::Dedup);
+        }
+    }
+
+    /// Phase B, task `t`: forwards its run of the processed set's batches
+    /// (about equal rows per task) into its sink and digest.
+    fn forward_task(&self, t: usize) {
+        let job = *read(&self.job);
+        let cut = read(&self.cut);
+        let mut sink = self.sinks[t].lock().unwrap_or_else(PoisonError::into_inner);
+        let sink = &mut *sink;
+        sink.clock = StageClock::new();
+        sink.clock.count_allocs = job.count_allocs;
+        sink.digest = job.digest.then(crc32fast::Hasher::new);
+        let regions: [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS] =
+            std::array::from_fn(|u| self.sets[job.process_set].get(u).map(read));
+        let parts: [Option<RwLockReadGuard<'_, Part>>; MAX_THREADS] =
+            std::array::from_fn(|p| self.parts.get(p).map(read));
+        let n = self.sinks.len();
+        let total: usize = cut.batches.iter().map(|&s| Self::len_of(&cut, s)).sum();
+        let mut seen = 0;
+        for (i, &src) in cut.batches.iter().enumerate() {
+            let group = (seen * n / total.max(1)).min(n - 1);
+            seen += Self::len_of(&cut, src);
+            if group != t {
+                continue;
+            }
+            let rows = view(&regions, &cut, self.data, src);
+            sink.clock.before(Stage::Forward);
+            sink.out.clear();
+            for part in parts.iter().flatten() {
+                match forward::write_rows(&rows, &part.ids[i], &mut sink.out) {
+                    Ok(bytes) => sink.bytes += bytes,
+                    Err(e) => {
+                        let mut first = self.error.lock().unwrap_or_else(PoisonError::into_inner);
+                        first.get_or_insert(e);
+                        return;
+                    }
+                }
+                sink.forwarded += part.ids[i].len() as u64;
+            }
+            sink.clock.after(Stage::Forward);
+            if let Some(h) = &mut sink.digest {
+                h.update(&sink.out);
+            }
+        }
+    }
+}
+
+/// A batch of the processed set, read with the capture.
+fn view<'a>(
+    regions: &'a [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS],
+    cut: &'a Cut,
+    data: &'a [u8],
+    src: Src,
+) -> View<'a> {
+    match src {
+        Src::Region(t, start, len) => {
+            let region = regions[t].as_ref().expect("a batch's region exists");
+            View::new(&region.rows, start..start + len, data)
+        }
+        Src::Carry => View::new(&cut.carry, 0..cut.carry.len(), data),
+        Src::Copied(k) => View::new(&cut.copied[k], 0..cut.copied[k].len(), data),
+    }
+}
+
+impl Driver<'_, '_> {
+    /// The run, on thread 0: the serial steps, and a task of each phase.
+    fn drive(&mut self, opts: &RunOptions) -> io::Result<RunReport> {
+        let sh = self.sh;
+        let threads = sh.sets[0].len();
+        let mut meter = Meter::new(opts);
+        // Every buffer has been used at full size by the fourth superstep.
+        meter.warmup = WARMUP_BATCHES
+            .max(4 * (threads * self.region_rows).div_ceil(sh.cfg.batch_size) as u64 + 2);
+        // The first superstep is decoded alone.
+        let mut cur = 0;
+        let plan = self.plan();
+        self.decode(cur, 1 - cur, plan, false, &mut meter);
+        self.chain_and_cut(cur, plan);
+        loop {
+            let plan = if meter.done() { Plan::Stop } else { self.plan() };
+            if read(&sh.cut).batches.is_empty() && matches!(plan, Plan::Stop) {
+                break;
+            }
+            let next = 1 - cur;
+            self.decode(next, cur, plan, true, &mut meter);
+            self.forward(cur, &mut meter)?;
+            self.keep_tail();
+            self.chain_and_cut(next, plan);
+            cur = next;
+        }
+        let carried = {
+            let mut cut = write(&sh.cut);
+            if cut.carry.is_empty() {
+                false
+            } else {
+                // Stopped by time or a signal with rows decoded: one last
+                // batch.
+                cut.batches.clear();
+                cut.batches.push(Src::Carry);
+                cut.new_pass = self.pass_unstarted;
+                true
+            }
+        };
+        if carried {
+            self.decode(1 - cur, cur, Plan::Stop, true, &mut meter);
+            self.forward(cur, &mut meter)?;
+        }
+        Ok(meter.finish(opts, Summary::new(self.decoded, self.pipeline), self.passes))
     }
 
     /// What the next superstep decodes, from the position and the limit.
-    fn plan(&mut self, region_rows: usize) -> Plan {
+    fn plan(&mut self) -> Plan {
+        let data = self.sh.data;
         if self.queued >= self.most {
             return Plan::Stop;
         }
-        if self.pos >= self.data.len() {
+        self.decoded_new_pass = self.pos >= data.len();
+        if self.decoded_new_pass {
             self.pos = 0;
             self.passes += 1;
-            self.decoded_new_pass = true;
-        } else {
-            self.decoded_new_pass = false;
         }
-        let n = self.sets[0].len();
-        // Rows that may still be decoded beyond the carry's: `cut_batches`
-        // has put the last superstep's tail in the carry by the time this
-        // decode's rows are cut, and it came from the rows counted in queued.
+        let n = self.sh.sets[0].len();
         let budget = self.most - self.queued;
-        let span = (self.data.len() - self.pos) / n;
+        let span = (data.len() - self.pos) / n;
         if n > 1 && span >= MIN_REGION && budget / n as u64 >= MIN_REGION_FRAMES {
-            let bytes = span.min(region_rows * self.mean_len);
+            let bytes = span.min(self.region_rows * self.mean_len);
             Plan::Regions(bytes, (budget / n as u64).min(1 << 20) as usize)
         } else {
-            Plan::Batch(budget.min(self.cfg.batch_size as u64) as usize)
+            Plan::Batch(budget.min(self.sh.cfg.batch_size as u64) as usize)
         }
     }
 
-    /// Decodes the plan into set `set` while, when `dedup`, the batches of
-    /// the other set are validated and deduplicated in the same tasks.
-    fn decode(&mut self, set: usize, plan: Plan, dedup: bool, meter: &mut Meter) {
-        let (data, pos, n) = (self.data, self.pos, self.sets[set].len());
-        let count_allocs = meter.clock.count_allocs;
+    /// Phase A: decodes the plan into set `set` while, when `dedup`, the
+    /// batches of set `process` are validated and deduplicated in the same
+    /// tasks.
+    fn decode(&mut self, set: usize, process: usize, plan: Plan, dedup: bool, meter: &mut Meter) {
+        let sh = self.sh;
+        let (data, pos, n) = (sh.data, self.pos, sh.sets[set].len());
         // Each task's region, by its share of the superstep's bytes.
         let mut bounds = [0usize; MAX_THREADS + 1];
-        let regions = match plan {
-            Plan::Stop => 0,
-            Plan::Batch(_) => 1,
-            Plan::Regions(bytes, _) => {
-                let total = bytes * n;
-                let last = if data.len() - pos < total + bytes {
-                    data.len()
-                } else {
-                    pos + total
-                };
-                let mut acc = 0.0;
-                for (bound, share) in bounds.iter_mut().zip(&self.shares) {
-                    *bound = pos + (acc * (last - pos) as f64) as usize;
-                    acc += share;
-                }
-                bounds[n] = last;
-                // Every region at least MIN_REGION (the zone fits in it).
-                for t in 1..n {
-                    bounds[t] = bounds[t].max(bounds[t - 1] + MIN_REGION);
-                }
-                for t in (1..n).rev() {
-                    bounds[t] = bounds[t].min(bounds[t + 1] - MIN_REGION);
-                }
-                n
+        if let Plan::Regions(bytes, _) = plan {
+            let total = bytes * n;
+            let last = if data.len() - pos < total + bytes {
+                data.len()
+            } else {
+                pos + total
+            };
+            let mut acc = 0.0;
+            for (bound, share) in bounds.iter_mut().zip(&self.shares[..n]) {
+                *bound = pos + (acc * (last - pos) as f64) as usize;
+                acc += share;
             }
-        };
-        let (sets, parts) = (&mut self.sets, &mut self.parts);
-        let (a, b) = sets.split_at_mut(1);
-        let (mine, other) = if set == 0 {
-            (&mut a[0], &b[0])
-        } else {
-            (&mut b[0], &a[0])
-        };
-        let work = Work {
-            data,
-            other,
-            carry: &self.carry,
-            copied: &self.copied,
-            batches: if dedup { &self.batches } else { &[] },
-            new_pass: self.batches_new_pass,
-            max_sat: self.cfg.max_sat,
-            whole: parts.len() == 1,
-        };
-        let mut parts_iter = parts.iter_mut();
-        let mut tasks: [Option<&mut Part>; MAX_THREADS] = std::array::from_fn(|_| None);
-        for slot in tasks.iter_mut().take(n) {
-            *slot = parts_iter.next();
+            bounds[n] = last;
+            // Every region at least MIN_REGION (the zone fits in it).
+            for t in 1..n {
+                bounds[t] = bounds[t].max(bounds[t - 1] + MIN_REGION);
+            }
+            for t in (1..n).rev() {
+                bounds[t] = bounds[t].min(bounds[t + 1] - MIN_REGION);
+            }
         }
-        mine.par_iter_mut()
-            .zip(tasks[..n].par_iter_mut())
-            .enumerate()
-            .for_each(|(t, (r, part))| {
-                r.clock = StageClock::new();
-                r.clock.count_allocs = count_allocs;
-                let t0 = Instant::now();
-                if let Some(part) = part {
-                    work.dedup(t, part, &mut r.clock);
-                }
-                let t1 = Instant::now();
-                r.rows.clear();
-                r.stats = DecodeStats::default();
-                r.full = false;
-                if t < regions {
-                    r.clock.before(Stage::Decode);
-                    match plan {
-                        Plan::Batch(limit) => {
-                            let input = &data[pos..];
-                            let before = r.decoder.stats();
-                            let mut target = Placed::new(&mut r.rows, input, pos);
-                            r.start = pos;
-                            r.end = pos + r.decoder.decode(input, true, &mut target, limit);
-                            r.stats = r.decoder.stats().since(&before);
-                        }
-                        Plan::Regions(_, limit) => r.decode_region(data, &bounds, t, limit),
-                        Plan::Stop => {}
-                    }
-                    r.clock.after(Stage::Decode);
-                }
-                r.dedup_ns = (t1 - t0).as_nanos() as f64;
-                r.decode_ns = t1.elapsed().as_nanos() as f64;
-            });
-        for r in mine.iter() {
-            meter.clock.merge(&r.clock);
+        *write(&sh.job) = Job {
+            plan,
+            bounds,
+            decode_set: set,
+            process_set: process,
+            dedup,
+            count_allocs: meter.clock.count_allocs,
+            digest: meter.digest.is_some(),
+            pos,
+        };
+        sh.phase(PHASE_DECODE);
+        for r in &sh.sets[set] {
+            meter.clock.merge(&read(r).clock);
         }
         if let Plan::Regions(..) = plan {
             self.rebalance(set, &bounds);
@@ -447,25 +711,26 @@ impl State<'_> {
     /// Moves each task's share of the next superstep's bytes so that the
     /// tasks, deduplicating and decoding, end together.
     fn rebalance(&mut self, set: usize, bounds: &[usize; MAX_THREADS + 1]) {
-        let regions = &self.sets[set];
+        let regions = &self.sh.sets[set];
         let n = regions.len();
-        let (mut bytes, mut decode_ns) = (0.0, 0.0);
+        let (mut bytes, mut decode_ns, mut dedup_ns) = (0.0, 0.0, 0.0);
         for (t, r) in regions.iter().enumerate() {
+            let r = read(r);
             bytes += (bounds[t + 1] - bounds[t]) as f64;
             decode_ns += r.decode_ns;
+            dedup_ns += r.dedup_ns;
         }
         if bytes <= 0.0 || decode_ns <= 0.0 {
             return;
         }
         let per_byte = decode_ns / bytes;
-        let dedup: f64 = regions.iter().map(|r| r.dedup_ns).sum();
-        let target = (per_byte * bytes + dedup) / n as f64;
-        let wanted: Vec<f64> = regions
-            .iter()
-            .map(|r| ((target - r.dedup_ns) / per_byte).max(MIN_REGION as f64))
-            .collect();
-        let sum: f64 = wanted.iter().sum();
-        for (share, w) in self.shares.iter_mut().zip(&wanted) {
+        let target = (per_byte * bytes + dedup_ns) / n as f64;
+        let mut wanted = [0.0; MAX_THREADS];
+        for (w, r) in wanted.iter_mut().zip(regions) {
+            *w = ((target - read(r).dedup_ns) / per_byte).max(MIN_REGION as f64);
+        }
+        let sum: f64 = wanted[..n].iter().sum();
+        for (share, w) in self.shares[..n].iter_mut().zip(&wanted) {
             *share = 0.5 * *share + 0.5 * w / sum;
         }
     }
@@ -473,9 +738,11 @@ impl State<'_> {
     /// Folds the parts' counters of the batches just deduplicated into the
     /// totals.
     fn count_dedup(&mut self) {
-        let rows: usize = self.batches.iter().map(|&s| self.len_of(s)).sum();
+        let cut = read(&self.sh.cut);
+        let rows: usize = cut.batches.iter().map(|&s| Shared::len_of(&cut, s)).sum();
         let s = &mut self.pipeline;
-        for part in &mut self.parts {
+        for (p, part) in self.sh.parts.iter().enumerate() {
+            let mut part = write(part);
             let c = std::mem::take(&mut part.counts);
             s.duplicates += c.duplicates;
             s.stale += c.stale;
@@ -484,181 +751,89 @@ impl State<'_> {
             s.provisional += c.provisional;
             s.reanchors += c.reanchors;
             s.evicted_sats += c.evicted_sats;
+            if p == 0 {
+                s.invalid += rows as u64 - std::mem::take(&mut part.valid);
+            }
         }
-        s.invalid += rows as u64 - std::mem::take(&mut self.parts[0].valid);
-        s.batches += self.batches.len() as u64;
+        s.batches += cut.batches.len() as u64;
     }
 
     /// Chains the regions of set `set` decoded by `plan` (see the module
     /// notes) and cuts them into batches.
     fn chain_and_cut(&mut self, set: usize, plan: Plan) {
-        let data = self.data;
-        let regions = &self.sets[set];
-        let mut chained = 0;
-        match plan {
-            Plan::Stop => {}
-            Plan::Batch(_) => chained = 1,
+        let sh = self.sh;
+        let regions: [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS] =
+            std::array::from_fn(|u| sh.sets[set].get(u).map(read));
+        let n = sh.sets[set].len();
+        let region = |t: usize| regions[t].as_ref().expect("a region per task");
+        let chained = match plan {
+            Plan::Stop => 0,
+            Plan::Batch(_) => 1,
             Plan::Regions(..) => {
                 // Both decoded up to the same bound with `eof` false: in
                 // step, they stop at the same byte. Out of step, region t's
                 // frames are not the stream's (a predecessor that stopped
                 // earlier could not decide there with more input either, so
                 // no bytes in between can be decoded to close a gap).
-                chained = 1;
-                while chained < regions.len() {
-                    let (prev, r) = (&regions[chained - 1], &regions[chained]);
+                let mut chained = 1;
+                while chained < n {
+                    let (prev, r) = (region(chained - 1), region(chained));
                     if prev.full || prev.end != r.start {
                         break;
                     }
                     chained += 1;
                 }
+                chained
             }
-        }
-        for r in &regions[..chained] {
+        };
+        for t in 0..chained {
+            let r = region(t);
             self.decoded.add(&r.stats);
             self.queued += r.rows.len() as u64;
             self.pos = r.end;
         }
-        let at_end = self.pos >= data.len() || self.queued >= self.most;
-        self.cut_batches(set, chained, at_end);
+        let at_end = self.pos >= sh.data.len() || self.queued >= self.most;
+        let mut cut = write(&sh.cut);
+        cut_batches(&mut cut, &regions[..chained], sh.cfg.batch_size, at_end);
         // A replay's first rows can all wait in the carry: the reset goes
         // with the first batch of the pass.
         self.pass_unstarted |= std::mem::take(&mut self.decoded_new_pass);
-        self.batches_new_pass = self.pass_unstarted && !self.batches.is_empty();
-        self.pass_unstarted &= self.batches.is_empty();
-        let (b, batches) = (self.cfg.batch_size, self.batches.len());
-        for part in &mut self.parts {
+        cut.new_pass = self.pass_unstarted && !cut.batches.is_empty();
+        self.pass_unstarted &= cut.batches.is_empty();
+        let (b, batches) = (sh.cfg.batch_size, cut.batches.len());
+        for part in &sh.parts {
+            let mut part = write(part);
             if part.ids.len() < batches {
                 part.ids.resize_with(batches, || Vec::with_capacity(b));
             }
         }
         if !self.split {
-            self.split_satellites(set);
-        }
-    }
-
-    /// Cuts the carry and the first `chained` regions of set `set` into
-    /// batches of the batch size, in stream order. The rows after the last
-    /// whole batch are a batch too when `at_end` (the pass or the frame limit
-    /// ends there); otherwise they are left open in `tail`, for the next
-    /// superstep.
-    fn cut_batches(&mut self, set: usize, chained: usize, at_end: bool) {
-        let b = self.cfg.batch_size;
-        self.batches.clear();
-        let mut open = Some(Src::Carry);
-        let mut copies = 0;
-        let regions = &self.sets[set];
-        for (t, region) in regions.iter().enumerate().take(chained) {
-            let (n, mut i) = (region.rows.len(), 0);
-            if let Some(src) = open {
-                let target = match src {
-                    Src::Carry => &mut self.carry,
-                    Src::Copied(k) => &mut self.copied[k],
-                    Src::Region(..) => unreachable!("an open batch is a copy"),
-                };
-                i = (b - target.len()).min(n);
-                target.extend_rows(&region.rows, 0..i);
-                if target.len() == b {
-                    self.batches.push(src);
-                    open = None;
-                }
-            }
-            while n - i >= b {
-                self.batches.push(Src::Region(t, i, b));
-                i += b;
-            }
-            if i < n {
-                self.copied[copies].clear();
-                self.copied[copies].extend_rows(&region.rows, i..n);
-                open = Some(Src::Copied(copies));
-                copies += 1;
-            }
-        }
-        self.tail = None;
-        if let Some(src) = open {
-            let len = self.len_of(src);
-            if !at_end && len < b {
-                self.tail = Some(src);
-            } else if len > 0 {
-                self.batches.push(src);
-            }
+            self.split = split_satellites(sh, &cut, &regions);
         }
     }
 
     /// After forwarding: the open batch becomes the carry.
     fn keep_tail(&mut self) {
-        match self.tail.take() {
+        let mut cut = write(&self.sh.cut);
+        let cut = &mut *cut;
+        match cut.tail.take() {
             Some(Src::Carry) => {}
             Some(Src::Copied(k)) => {
-                self.carry.clear();
-                std::mem::swap(&mut self.carry, &mut self.copied[k]);
+                cut.carry.clear();
+                std::mem::swap(&mut cut.carry, &mut cut.copied[k]);
             }
-            _ => self.carry.clear(),
+            _ => cut.carry.clear(),
         }
     }
 
-    /// Cuts the satellite ranges at quantiles of the valid satellites of the
-    /// first batches.
-    fn split_satellites(&mut self, set: usize) {
-        let max_sat = self.cfg.max_sat;
-        let mut sample: Vec<u32> = Vec::new();
-        for &src in &self.batches {
-            let v = self.view(src, set);
-            let (sat, _) = v.key_columns().expect("a view has columns");
-            sample.extend(sat.iter().copied().filter(|&s| s <= max_sat));
-        }
-        if sample.is_empty() {
-            return;
-        }
-        self.split = true;
-        sample.sort_unstable();
-        let n = self.parts.len();
-        let cut = |p: usize| match p {
-            0 => 0,
-            p if p == n => u64::from(max_sat) + 1,
-            p => u64::from(sample[p * sample.len() / n]),
-        };
-        for (p, part) in self.parts.iter_mut().enumerate() {
-            part.lo = cut(p);
-            part.hi = cut(p + 1);
-        }
-    }
-
-    /// Forwards the batches of set `set` (already deduplicated), each task a
-    /// run of batches of about equal rows, and counts them.
+    /// Phase B: forwards the batches of set `set` (already deduplicated),
+    /// and counts them.
     fn forward(&mut self, set: usize, meter: &mut Meter) -> io::Result<()> {
-        let count_allocs = meter.clock.count_allocs;
-        let digest = meter.digest.is_some();
-        let total: usize = self.batches.iter().map(|&s| self.len_of(s)).sum();
-        let mut sinks = std::mem::take(&mut self.sinks);
-        let n = sinks.len();
-        let this = &*self;
-        let forwarded = sinks.par_iter_mut().enumerate().try_for_each(|(g, sink)| {
-            sink.clock = StageClock::new();
-            sink.clock.count_allocs = count_allocs;
-            sink.digest = digest.then(crc32fast::Hasher::new);
-            let mut seen = 0;
-            for (i, &src) in this.batches.iter().enumerate() {
-                let group = (seen * n / total.max(1)).min(n - 1);
-                seen += this.len_of(src);
-                if group != g {
-                    continue;
-                }
-                let rows = this.view(src, set);
-                sink.clock.before(Stage::Forward);
-                sink.out.clear();
-                for part in &this.parts {
-                    sink.bytes += forward::write_rows(&rows, &part.ids[i], &mut sink.out)?;
-                    sink.forwarded += part.ids[i].len() as u64;
-                }
-                sink.clock.after(Stage::Forward);
-                if let Some(h) = &mut sink.digest {
-                    h.update(&sink.out);
-                }
-            }
-            Ok::<(), io::Error>(())
-        });
-        for sink in &mut sinks {
+        let sh = self.sh;
+        write(&sh.job).process_set = set;
+        sh.phase(PHASE_FORWARD);
+        for sink in &sh.sinks {
+            let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
             meter.clock.merge(&sink.clock);
             self.pipeline.forwarded += std::mem::take(&mut sink.forwarded);
             self.pipeline.forwarded_bytes += std::mem::take(&mut sink.bytes);
@@ -666,98 +841,115 @@ impl State<'_> {
                 all.combine(h);
             }
         }
-        self.sinks = sinks;
-        for &src in &self.batches {
-            meter.batch_counted(self.len_of(src));
+        if let Some(e) = sh.error.lock().unwrap_or_else(PoisonError::into_inner).take() {
+            return Err(e);
         }
-        forwarded
+        let cut = read(&sh.cut);
+        for &src in &cut.batches {
+            meter.batch_counted(Shared::len_of(&cut, src));
+        }
+        Ok(())
     }
 }
 
-/// A batch of a set, read with the capture.
-fn view<'a>(
-    regions: &'a [Region],
-    carry: &'a Batch,
-    copied: &'a [Batch],
-    data: &'a [u8],
-    src: Src,
-) -> View<'a> {
-    match src {
-        Src::Region(t, start, len) => View::new(&regions[t].rows, start..start + len, data),
-        Src::Carry => View::new(carry, 0..carry.len(), data),
-        Src::Copied(k) => View::new(&copied[k], 0..copied[k].len(), data),
-    }
-}
-
-/// What the dedup side of a task reads: the batches of the set not being
-/// decoded.
-struct Work<'a> {
-    data: &'a [u8],
-    other: &'a [Region],
-    carry: &'a Batch,
-    copied: &'a [Batch],
-    batches: &'a [Src],
-    new_pass: bool,
-    max_sat: u32,
-    /// One part: no narrowing.
-    whole: bool,
-}
-
-impl Work<'_> {
-    /// Validates and deduplicates every batch for `part`'s satellites.
-    fn dedup(&self, t: usize, part: &mut Part, clock: &mut StageClock) {
-        if self.new_pass && !self.batches.is_empty() {
-            part.dedup.reset();
-        }
-        for (i, &src) in self.batches.iter().enumerate() {
-            let rows = view(self.other, self.carry, self.copied, self.data, src);
-            clock.before(Stage::Validate);
-            let valid = validate::valid_mask(&rows, self.max_sat, &mut part.mask);
-            if t == 0 {
-                part.valid += valid as u64;
+/// Cuts the carry and `regions` into batches of `b` rows, in stream order.
+/// The rows after the last whole batch are a batch too when `at_end` (the
+/// pass or the frame limit ends there); otherwise they are left open in
+/// `tail`, for the next superstep.
+fn cut_batches(cut: &mut Cut, regions: &[Option<RwLockReadGuard<'_, Region>>], b: usize, at_end: bool) {
+    cut.batches.clear();
+    let mut open = Some(Src::Carry);
+    let mut copies = 0;
+    for (t, region) in regions.iter().enumerate() {
+        let rows = &region.as_ref().expect("a chained region exists").rows;
+        let (n, mut i) = (rows.len(), 0);
+        if let Some(src) = open {
+            let target = match src {
+                Src::Carry => &mut cut.carry,
+                Src::Copied(k) => &mut cut.copied[k],
+                Src::Region(..) => unreachable!("an open batch is a copy"),
+            };
+            i = (b - target.len()).min(n);
+            target.extend_rows(rows, 0..i);
+            if target.len() == b {
+                cut.batches.push(src);
+                open = None;
             }
-            if !self.whole {
-                let (sat, _) = rows.key_columns().expect("a view has columns");
-                validate::keep_sats(sat, part.lo, part.hi, &mut part.mask);
-            }
-            clock.after(Stage::Validate);
-            clock.before(Stage::Dedup);
-            part.counts
-                .add(part.dedup.run(&rows, &part.mask, &mut part.ids[i]));
-            clock.after(Stage::Dedup);
+        }
+        while n - i >= b {
+            cut.batches.push(Src::Region(t, i, b));
+            i += b;
+        }
+        if i < n {
+            cut.copied[copies].clear();
+            cut.copied[copies].extend_rows(rows, i..n);
+            open = Some(Src::Copied(copies));
+            copies += 1;
         }
     }
+    cut.tail = None;
+    if let Some(src) = open {
+        let len = Shared::len_of(cut, src);
+        if !at_end && len < b {
+            cut.tail = Some(src);
+        } else if len > 0 {
+            cut.batches.push(src);
+        }
+    }
+}
+
+/// Cuts the satellite ranges at quantiles of the valid satellites of the
+/// first batches; false when there were none.
+fn split_satellites(
+    sh: &Shared<'_>,
+    cut: &Cut,
+    regions: &[Option<RwLockReadGuard<'_, Region>>; MAX_THREADS],
+) -> bool {
+    let max_sat = sh.cfg.max_sat;
+    let mut sample: Vec<u32> = Vec::new();
+    for &src in &cut.batches {
+        let v = view(regions, cut, sh.data, src);
+        let (sat, _) = v.key_columns().expect("a view has columns");
+        sample.extend(sat.iter().copied().filter(|&s| s <= max_sat));
+    }
+    if sample.is_empty() {
+        return false;
+    }
+    sample.sort_unstable();
+    let n = sh.parts.len();
+    let cut_at = |p: usize| match p {
+        0 => 0,
+        p if p == n => u64::from(max_sat) + 1,
+        p => u64::from(sample[p * sample.len() / n]),
+    };
+    for (p, part) in sh.parts.iter().enumerate() {
+        let mut part = write(part);
+        part.lo = cut_at(p);
+        part.hi = cut_at(p + 1);
+    }
+    true
 }
 
 impl Region {
     /// Decodes region `t`, `bounds[t] .. bounds[t + 1]`, at most `limit`
     /// frames: the first from the exact position, the others after falling
     /// into step in the zone before.
-    fn decode_region(
-        &mut self,
-        data: &[u8],
-        bounds: &[usize; MAX_THREADS + 1],
-        t: usize,
-        limit: usize,
-    ) {
+    fn decode_region(&mut self, data: &[u8], bounds: &[usize; MAX_THREADS + 1], t: usize, limit: usize) {
         self.start = if t == 0 {
             bounds[0]
         } else {
-            let zone = super::PARALLEL_ZONE.load(std::sync::atomic::Ordering::Relaxed);
-            let from = bounds[t] - zone.min(ZONE);
-            let zone = &data[from..bounds[t]];
+            let zone = PARALLEL_ZONE.load(Ordering::Relaxed).min(ZONE);
+            let from = bounds[t] - zone;
+            let input = &data[from..bounds[t]];
             self.zone_rows.clear();
-            let mut target = Placed::new(&mut self.zone_rows, zone, from);
-            from + self.zone.decode(zone, false, &mut target, usize::MAX)
+            let mut target = Placed::new(&mut self.zone_rows, input, from);
+            from + self.zone.decode(input, false, &mut target, usize::MAX)
         };
         let end = bounds[t + 1];
         let input = &data[self.start..end];
         let before = self.decoder.stats();
         let mut target = Placed::new(&mut self.rows, input, self.start);
-        self.end = self.start
-            + self
-                .decoder
-                .decode(input, end == data.len(), &mut target, limit);
+        self.end = self.start + self.decoder.decode(input, end == data.len(), &mut target, limit);
         self.full = self.rows.len() == limit;
         self.stats = self.decoder.stats().since(&before);
     }
