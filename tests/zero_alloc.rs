@@ -96,18 +96,27 @@ fn runner_reports_zero_allocations_per_stage_sequential_and_parallel() {
         frames: 20_000,
         ..GenConfig::default()
     });
-    for threads in [1, 2] {
+    // The parallel mode warms up over more batches (its buffers are first
+    // used in later supersteps): enough frames that most batches count.
+    let frames = 600_000;
+    for threads in [1, 2, 3] {
         let opts = RunOptions {
             layout: Layout::Soa,
             threads,
             cfg: Config::default(),
-            limit: Limit::Frames(100_000),
+            limit: Limit::Frames(frames),
             progress: Progress::Quiet,
             digest: false,
         };
         let r = run(&data, &opts).unwrap();
-        assert_eq!(r.frames, 100_000);
+        assert_eq!(r.frames, frames);
         assert!(r.passes >= 5, "{} passes", r.passes);
+        assert!(
+            r.batches >= 2 * r.warmup_batches + 100,
+            "{threads} threads: {} batches, {} of them warm-up",
+            r.batches,
+            r.warmup_batches
+        );
         for stage in Stage::ALL {
             let s = r.stages[stage];
             assert_eq!(

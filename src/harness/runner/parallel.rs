@@ -53,7 +53,9 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Mutex, PoisonError, RwLock, RwLockReadGuard};
 use std::time::Instant;
 
-use super::{Limit, Meter, RunOptions, RunReport, StageClock, MAX_THREADS, PARALLEL_ZONE, WARMUP_BATCHES};
+use super::{
+    Limit, Meter, RunOptions, RunReport, StageClock, MAX_THREADS, PARALLEL_ZONE, WARMUP_BATCHES,
+};
 use crate::batch::{Batch, Placed, Rows, View};
 use crate::decode::{DecodeStats, Decoder};
 use crate::dedup::{Dedup, DedupCounts};
@@ -225,7 +227,7 @@ impl SpinBarrier {
         let mut spins = 0u32;
         while self.generation.load(Ordering::Acquire) == generation {
             spins += 1;
-            if spins % SPINS == 0 {
+            if spins.is_multiple_of(SPINS) {
                 std::thread::yield_now();
             } else {
                 std::hint::spin_loop();
@@ -248,8 +250,10 @@ struct Driver<'s, 'd> {
     /// Mean frame length of the capture (sizes the regions).
     mean_len: usize,
     region_rows: usize,
-    /// Each task's share of a superstep's bytes.
-    shares: [f64; MAX_THREADS],
+    /// Nanoseconds to decode a byte, to deduplicate a row in one part
+    /// (moving averages): the region sizes follow them.
+    decode_per_byte: f64,
+    dedup_per_row: f64,
     /// Decoder position: everything before it is counted in `decoded`.
     pos: usize,
     /// The set decoded last starts a replay of the input.
@@ -267,7 +271,11 @@ struct Driver<'s, 'd> {
     split: bool,
 }
 
-pub(super) fn run(data: &[u8], opts: &RunOptions, pool: &rayon::ThreadPool) -> io::Result<RunReport> {
+pub(super) fn run(
+    data: &[u8],
+    opts: &RunOptions,
+    pool: &rayon::ThreadPool,
+) -> io::Result<RunReport> {
     let cfg = opts.cfg;
     let threads = opts.threads;
     let b = cfg.batch_size;
@@ -358,7 +366,8 @@ pub(super) fn run(data: &[u8], opts: &RunOptions, pool: &rayon::ThreadPool) -> i
         sh: &sh,
         mean_len: mean_frame_len(data, cfg.max_payload),
         region_rows,
-        shares: [1.0 / threads as f64; MAX_THREADS],
+        decode_per_byte: 0.0,
+        dedup_per_row: 0.0,
         pos: 0,
         decoded_new_pass: false,
         pass_unstarted: false,
@@ -604,7 +613,11 @@ impl Driver<'_, '_> {
         self.decode(cur, 1 - cur, plan, false, &mut meter);
         self.chain_and_cut(cur, plan);
         loop {
-            let plan = if meter.done() { Plan::Stop } else { self.plan() };
+            let plan = if meter.done() {
+                Plan::Stop
+            } else {
+                self.plan()
+            };
             if read(&sh.cut).batches.is_empty() && matches!(plan, Plan::Stop) {
                 break;
             }
@@ -612,7 +625,11 @@ impl Driver<'_, '_> {
             self.decode(next, cur, plan, true, &mut meter);
             self.forward(cur, &mut meter)?;
             self.keep_tail();
+            // Chaining and cutting (column copies of the batches across
+            // regions) are decoding work, on this thread.
+            meter.clock.before(Stage::Decode);
             self.chain_and_cut(next, plan);
+            meter.clock.after(Stage::Decode);
             cur = next;
         }
         let carried = {
@@ -672,8 +689,10 @@ impl Driver<'_, '_> {
             } else {
                 pos + total
             };
+            let rows = if dedup { self.processed_rows() } else { 0 };
+            let shares = self.shares(last - pos, rows, n);
             let mut acc = 0.0;
-            for (bound, share) in bounds.iter_mut().zip(&self.shares[..n]) {
+            for (bound, share) in bounds.iter_mut().zip(&shares[..n]) {
                 *bound = pos + (acc * (last - pos) as f64) as usize;
                 acc += share;
             }
@@ -701,18 +720,18 @@ impl Driver<'_, '_> {
             meter.clock.merge(&read(r).clock);
         }
         if let Plan::Regions(..) = plan {
-            self.rebalance(set, &bounds);
+            let rows = if dedup { self.processed_rows() } else { 0 };
+            self.measure(set, &bounds, rows);
         }
         if dedup {
             self.count_dedup();
         }
     }
 
-    /// Moves each task's share of the next superstep's bytes so that the
-    /// tasks, deduplicating and decoding, end together.
-    fn rebalance(&mut self, set: usize, bounds: &[usize; MAX_THREADS + 1]) {
+    /// Updates the costs the region sizes follow from the phase just run:
+    /// decoding per byte, deduplicating per row (per part).
+    fn measure(&mut self, set: usize, bounds: &[usize; MAX_THREADS + 1], rows: usize) {
         let regions = &self.sh.sets[set];
-        let n = regions.len();
         let (mut bytes, mut decode_ns, mut dedup_ns) = (0.0, 0.0, 0.0);
         for (t, r) in regions.iter().enumerate() {
             let r = read(r);
@@ -720,26 +739,56 @@ impl Driver<'_, '_> {
             decode_ns += r.decode_ns;
             dedup_ns += r.dedup_ns;
         }
-        if bytes <= 0.0 || decode_ns <= 0.0 {
-            return;
+        let ema = |old: f64, new: f64| {
+            if old > 0.0 {
+                0.8 * old + 0.2 * new
+            } else {
+                new
+            }
+        };
+        if bytes > 0.0 && decode_ns > 0.0 {
+            self.decode_per_byte = ema(self.decode_per_byte, decode_ns / bytes);
         }
-        let per_byte = decode_ns / bytes;
-        let target = (per_byte * bytes + dedup_ns) / n as f64;
-        let mut wanted = [0.0; MAX_THREADS];
-        for (w, r) in wanted.iter_mut().zip(regions) {
-            *w = ((target - read(r).dedup_ns) / per_byte).max(MIN_REGION as f64);
+        if rows > 0 && dedup_ns > 0.0 {
+            let per_row = dedup_ns / (rows * self.sh.parts.len()) as f64;
+            self.dedup_per_row = ema(self.dedup_per_row, per_row);
         }
-        let sum: f64 = wanted[..n].iter().sum();
-        for (share, w) in self.shares[..n].iter_mut().zip(&wanted) {
-            *share = 0.5 * *share + 0.5 * w / sum;
+    }
+
+    /// Each task's share of `bytes` to decode so that the tasks end
+    /// together, the first `parts` tasks deduplicating `rows` rows first.
+    fn shares(&self, bytes: usize, rows: usize, n: usize) -> [f64; MAX_THREADS] {
+        let mut shares = [1.0 / n as f64; MAX_THREADS];
+        if self.decode_per_byte <= 0.0 {
+            return shares;
         }
+        let dedup = self.dedup_per_row * rows as f64;
+        let parts = self.sh.parts.len();
+        let total = self.decode_per_byte * bytes as f64 + dedup * parts as f64;
+        let each = total / n as f64;
+        let mut sum = 0.0;
+        for (t, share) in shares[..n].iter_mut().enumerate() {
+            let busy = if t < parts { dedup } else { 0.0 };
+            *share = ((each - busy) / self.decode_per_byte).max(MIN_REGION as f64);
+            sum += *share;
+        }
+        for share in &mut shares[..n] {
+            *share /= sum;
+        }
+        shares
+    }
+
+    /// Rows of the batches being processed.
+    fn processed_rows(&self) -> usize {
+        let cut = read(&self.sh.cut);
+        cut.batches.iter().map(|&s| Shared::len_of(&cut, s)).sum()
     }
 
     /// Folds the parts' counters of the batches just deduplicated into the
     /// totals.
     fn count_dedup(&mut self) {
+        let rows = self.processed_rows();
         let cut = read(&self.sh.cut);
-        let rows: usize = cut.batches.iter().map(|&s| Shared::len_of(&cut, s)).sum();
         let s = &mut self.pipeline;
         for (p, part) in self.sh.parts.iter().enumerate() {
             let mut part = write(part);
@@ -841,7 +890,12 @@ impl Driver<'_, '_> {
                 all.combine(h);
             }
         }
-        if let Some(e) = sh.error.lock().unwrap_or_else(PoisonError::into_inner).take() {
+        if let Some(e) = sh
+            .error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
             return Err(e);
         }
         let cut = read(&sh.cut);
@@ -856,7 +910,12 @@ impl Driver<'_, '_> {
 /// The rows after the last whole batch are a batch too when `at_end` (the
 /// pass or the frame limit ends there); otherwise they are left open in
 /// `tail`, for the next superstep.
-fn cut_batches(cut: &mut Cut, regions: &[Option<RwLockReadGuard<'_, Region>>], b: usize, at_end: bool) {
+fn cut_batches(
+    cut: &mut Cut,
+    regions: &[Option<RwLockReadGuard<'_, Region>>],
+    b: usize,
+    at_end: bool,
+) {
     cut.batches.clear();
     let mut open = Some(Src::Carry);
     let mut copies = 0;
@@ -934,7 +993,13 @@ impl Region {
     /// Decodes region `t`, `bounds[t] .. bounds[t + 1]`, at most `limit`
     /// frames: the first from the exact position, the others after falling
     /// into step in the zone before.
-    fn decode_region(&mut self, data: &[u8], bounds: &[usize; MAX_THREADS + 1], t: usize, limit: usize) {
+    fn decode_region(
+        &mut self,
+        data: &[u8],
+        bounds: &[usize; MAX_THREADS + 1],
+        t: usize,
+        limit: usize,
+    ) {
         self.start = if t == 0 {
             bounds[0]
         } else {
@@ -949,7 +1014,10 @@ impl Region {
         let input = &data[self.start..end];
         let before = self.decoder.stats();
         let mut target = Placed::new(&mut self.rows, input, self.start);
-        self.end = self.start + self.decoder.decode(input, end == data.len(), &mut target, limit);
+        self.end = self.start
+            + self
+                .decoder
+                .decode(input, end == data.len(), &mut target, limit);
         self.full = self.rows.len() == limit;
         self.stats = self.decoder.stats().since(&before);
     }
