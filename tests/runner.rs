@@ -129,6 +129,57 @@ fn regions_out_of_step_are_decoded_again() {
     PARALLEL_ZONE.store(default, Ordering::Relaxed);
 }
 
+/// Window limits: per satellite (seq jumps, re-anchoring, lazy rings) the
+/// satellite-range parts keep them exactly; a memory budget (eviction across
+/// satellites) makes one part do all. Either way, the sequential output.
+#[test]
+fn every_thread_count_keeps_the_window_limits() {
+    use meridian_pipeline::dedup::WindowLimits;
+    // Runs of frames far ahead of their satellite's window between the
+    // hostile capture's frames: suspects, and re-anchors once a run is long.
+    let mut data = Vec::new();
+    let mut rng = fastrand::Rng::with_seed(7);
+    for chunk in hostile_capture().chunks(50_000) {
+        data.extend_from_slice(chunk);
+        let (sat, seq) = (rng.u32(..48), rng.u64(1_000_000..2_000_000));
+        for k in 0..rng.u64(1..12) {
+            meridian_pipeline::wire::encode_frame(&mut data, sat, seq + k, 0, b"jump");
+        }
+    }
+    let per_sat = WindowLimits {
+        max_seq_jump: 40,
+        reanchor_after: 8,
+        memory_budget: usize::MAX,
+        lazy_rings: true,
+    };
+    let budget = WindowLimits {
+        memory_budget: 2048,
+        ..per_sat
+    };
+    for limits in [per_sat, budget] {
+        let with = |threads| {
+            let mut o = opts(Layout::Soa, threads, 1000, 50_000);
+            o.cfg.limits = limits;
+            run(&data, &o).unwrap()
+        };
+        let want = with(1);
+        let p = want.summary.pipeline;
+        if limits.memory_budget == usize::MAX {
+            assert!(p.suspect > 0 && p.reanchors > 0, "{p:?}");
+        } else {
+            assert!(p.evicted_sats > 0, "{p:?}");
+        }
+        for threads in [2, 6, 8] {
+            let got = with(threads);
+            assert_eq!(
+                got.forwarded_crc32, want.forwarded_crc32,
+                "{limits:?}, {threads} threads"
+            );
+            assert_eq!(got.summary, want.summary, "{limits:?}, {threads} threads");
+        }
+    }
+}
+
 #[test]
 fn threads_need_the_soa_layout_and_input_needs_frames() {
     let data = capture(&GenConfig {
