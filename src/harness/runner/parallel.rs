@@ -240,6 +240,12 @@ fn read<T>(lock: &RwLock<T>) -> RwLockReadGuard<'_, T> {
     lock.read().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// Read guards of every lock of `locks` (at most [`MAX_THREADS`]), on the
+/// stack.
+fn read_all<T>(locks: &[RwLock<T>]) -> [Option<RwLockReadGuard<'_, T>>; MAX_THREADS] {
+    std::array::from_fn(|i| locks.get(i).map(read))
+}
+
 fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
     lock.write().unwrap_or_else(PoisonError::into_inner)
 }
@@ -472,8 +478,7 @@ impl Shared<'_> {
         let t0 = Instant::now();
         if job.dedup && t < self.parts.len() {
             let mut part = write(&self.parts[t]);
-            let others: [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS] =
-                std::array::from_fn(|u| self.sets[job.process_set].get(u).map(read));
+            let others = read_all(&self.sets[job.process_set]);
             self.dedup(t, &mut part, &cut, &others, &mut r.clock);
         }
         let t1 = Instant::now();
@@ -546,10 +551,8 @@ impl Shared<'_> {
         sink.clock = StageClock::new();
         sink.clock.count_allocs = job.count_allocs;
         sink.digest = job.digest.then(crc32fast::Hasher::new);
-        let regions: [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS] =
-            std::array::from_fn(|u| self.sets[job.process_set].get(u).map(read));
-        let parts: [Option<RwLockReadGuard<'_, Part>>; MAX_THREADS] =
-            std::array::from_fn(|p| self.parts.get(p).map(read));
+        let regions = read_all(&self.sets[job.process_set]);
+        let parts = read_all(&self.parts);
         let n = self.sinks.len();
         let total: usize = cut.batches.iter().map(|&s| Self::len_of(&cut, s)).sum();
         let mut seen = 0;
@@ -811,8 +814,7 @@ impl Driver<'_, '_> {
     /// notes) and cuts them into batches.
     fn chain_and_cut(&mut self, set: usize, plan: Plan) {
         let sh = self.sh;
-        let regions: [Option<RwLockReadGuard<'_, Region>>; MAX_THREADS] =
-            std::array::from_fn(|u| sh.sets[set].get(u).map(read));
+        let regions = read_all(&sh.sets[set]);
         let n = sh.sets[set].len();
         let region = |t: usize| regions[t].as_ref().expect("a region per task");
         let chained = match plan {
