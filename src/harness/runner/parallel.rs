@@ -76,7 +76,8 @@ const REGION_FRAMES: usize = 16_384;
 
 /// The smallest region worth a task; a stretch of input with less per task
 /// (the end of the input) is decoded a batch at a time. A zone is never
-/// longer than a quarter of it.
+/// longer than a quarter of it. Regions are also at least two of the longest
+/// frames (see `Driver::min_region`), so the first always gets past one.
 const MIN_REGION: usize = 4 * ZONE;
 
 /// Frames per task below which a frame limit's last stretch is decoded a
@@ -256,6 +257,8 @@ struct Driver<'s, 'd> {
     /// Mean frame length of the capture (sizes the regions).
     mean_len: usize,
     region_rows: usize,
+    /// The shortest region: [`MIN_REGION`], or two of the longest frames.
+    min_region: usize,
     /// Nanoseconds to decode a byte, to deduplicate a row in one part
     /// (moving averages): the region sizes follow them.
     decode_per_byte: f64,
@@ -372,6 +375,7 @@ pub(super) fn run(
         sh: &sh,
         mean_len: mean_frame_len(data, cfg.max_payload),
         region_rows,
+        min_region: MIN_REGION.max(2 * (OVERHEAD + usize::from(cfg.max_payload))),
         decode_per_byte: 0.0,
         dedup_per_row: 0.0,
         pos: 0,
@@ -669,7 +673,7 @@ impl Driver<'_, '_> {
         let n = self.sh.sets[0].len();
         let budget = self.most - self.queued;
         let span = (data.len() - self.pos) / n;
-        if n > 1 && span >= MIN_REGION && budget / n as u64 >= MIN_REGION_FRAMES {
+        if n > 1 && span >= self.min_region && budget / n as u64 >= MIN_REGION_FRAMES {
             let bytes = span.min(self.region_rows * self.mean_len);
             Plan::Regions(bytes, (budget / n as u64).min(1 << 20) as usize)
         } else {
@@ -700,12 +704,16 @@ impl Driver<'_, '_> {
                 acc += share;
             }
             bounds[n] = last;
-            // Every region at least MIN_REGION (the zone fits in it).
+            // Every region at least min_region: the zone fits in it, and the
+            // first region, decoded with `eof` false, decodes or skips
+            // something (a region shorter than a frame at its start would
+            // leave the position where it was).
+            let min = self.min_region;
             for t in 1..n {
-                bounds[t] = bounds[t].max(bounds[t - 1] + MIN_REGION);
+                bounds[t] = bounds[t].max(bounds[t - 1] + min);
             }
             for t in (1..n).rev() {
-                bounds[t] = bounds[t].min(bounds[t + 1] - MIN_REGION);
+                bounds[t] = bounds[t].min(bounds[t + 1] - min);
             }
         }
         *write(&sh.job) = Job {
@@ -772,7 +780,7 @@ impl Driver<'_, '_> {
         let mut sum = 0.0;
         for (t, share) in shares[..n].iter_mut().enumerate() {
             let busy = if t < parts { dedup } else { 0.0 };
-            *share = ((each - busy) / self.decode_per_byte).max(MIN_REGION as f64);
+            *share = ((each - busy) / self.decode_per_byte).max(self.min_region as f64);
             sum += *share;
         }
         for share in &mut shares[..n] {
