@@ -311,7 +311,7 @@ impl Decoder {
     }
 
     /// How many of `run`'s frames, from the first, have a matching CRC. The
-    /// CRCs of four frames at a time are computed together ([`crc::crc32_4`]).
+    /// CRCs of four frames at a time are computed together ([`crc::Kernel::crc32_4`]).
     #[inline]
     fn verify(kernel: crc::Kernel, data: &[u8], run: &Run) -> usize {
         let body = |i: usize| {

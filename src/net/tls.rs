@@ -212,7 +212,7 @@ impl ClientTls {
     }
 }
 
-/// The host of "host:port" or "[v6]:port".
+/// The host of "host:port" or "\[v6\]:port".
 fn host_of(addr: &str) -> &str {
     let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
     host.trim_start_matches('[').trim_end_matches(']')

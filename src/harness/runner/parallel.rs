@@ -2,9 +2,9 @@
 //! and the output is byte for byte that of one thread.
 //!
 //! The runner goes through the capture in supersteps of about
-//! [`REGION_FRAMES`] frames per thread (or a batch, if larger). Superstep
+//! `REGION_FRAMES` (16k) frames per thread (or a batch, if larger). Superstep
 //! `k + 1` is decoded while superstep `k` is deduplicated, then `k` is
-//! forwarded: two joins on the rayon pool per superstep.
+//! forwarded: two phases on the rayon pool's threads per superstep.
 //!
 //! - **Decode, one region of bytes per task.** The region at the exact
 //!   position where the last superstep stopped is decoded from there. Every
@@ -12,7 +12,7 @@
 //!   only to fall into step with the frames (resynchronising on a marker, as
 //!   after garbage), then decodes its region. Each region ends where the next
 //!   one starts, with `eof` false, so a task in step with its successor stops
-//!   exactly where the successor's region starts. After the join the regions
+//!   exactly where the successor's region starts. After the phase the regions
 //!   are chained in order: region `t` is taken when its predecessor stopped
 //!   exactly where it started. Decoding depends on nothing but the position
 //!   (and a decoder that cannot decide at a byte with more input cannot with
