@@ -10,7 +10,7 @@
 //!
 //! A batch can also leave the frames where the decoder found them: decoding
 //! through [`Placed`] fills only the columns, with `offset` indexing the
-//! decoder's input buffer, and [`InPlace`] reads the batch with that buffer.
+//! decoder's input buffer, and [`View`] reads the batch with that buffer.
 //! `process` (through `FrameReader::fill_placed`) and `run` work this way,
 //! so each frame's bytes are copied once, into the output.
 
@@ -146,7 +146,7 @@ impl Batch {
     }
 
     /// Appends one frame's columns only: its bytes stay at `at .. at + len`
-    /// of a buffer kept elsewhere (see [`Placed`] and [`InPlace`]).
+    /// of a buffer kept elsewhere (see [`Placed`] and [`View`]).
     #[inline]
     pub fn push_placed(&mut self, sat: u32, seq: u64, flags: u8, at: usize, len: u32) {
         self.sat.push(sat);
@@ -257,7 +257,7 @@ impl DecodeTarget for Batch {
 /// A [`DecodeTarget`] that fills a batch's columns and records where each
 /// frame lies in the input instead of copying it: the frames stay in the
 /// buffer the decoder read, and the batch's `buf` stays empty. Read the
-/// batch through [`InPlace`] with that buffer, which must not change until
+/// batch through [`View`] with that buffer, which must not change until
 /// the batch has been processed.
 ///
 /// This is the batch borrowing the read buffer: the decoder's one copy of
@@ -320,62 +320,11 @@ impl DecodeTarget for Placed<'_> {
     }
 }
 
-/// A batch filled through [`Placed`], read with the buffer its offsets index.
-#[derive(Debug, Clone, Copy)]
-pub struct InPlace<'a> {
-    /// The columns (its `buf` is not used).
-    pub batch: &'a Batch,
-    /// The buffer holding the frames.
-    pub bytes: &'a [u8],
-}
-
-impl InPlace<'_> {
-    /// The whole wire bytes of row `i`.
-    #[inline]
-    pub fn frame(&self, i: usize) -> &[u8] {
-        &self.bytes[Rows::span(self.batch, i)]
-    }
-}
-
-impl Rows for InPlace<'_> {
-    #[inline]
-    fn row_count(&self) -> usize {
-        self.batch.len()
-    }
-    #[inline]
-    fn columns(&self) -> Option<(&[u32], &[u8])> {
-        self.batch.columns()
-    }
-    #[inline]
-    fn key_columns(&self) -> Option<(&[u32], &[u64])> {
-        self.batch.key_columns()
-    }
-    #[inline]
-    fn sat(&self, i: usize) -> u32 {
-        self.batch.sat[i]
-    }
-    #[inline]
-    fn seq(&self, i: usize) -> u64 {
-        self.batch.seq[i]
-    }
-    #[inline]
-    fn flags(&self, i: usize) -> u8 {
-        self.batch.flags[i]
-    }
-    #[inline]
-    fn span(&self, i: usize) -> Range<usize> {
-        Rows::span(self.batch, i)
-    }
-    #[inline]
-    fn bytes(&self) -> &[u8] {
-        self.bytes
-    }
-}
-
-/// Rows `rows` of a batch filled through [`Placed`], read with the buffer
-/// its offsets index: a batch cut out of a larger one without copying its
-/// columns (the data-parallel runner decodes a region per thread and cuts
-/// the regions into batches afterwards).
+/// Rows of a batch filled through [`Placed`], read with the buffer its
+/// offsets index: the whole batch ([`View::all`]: `process`, `run`), or a
+/// batch cut out of a larger one without copying its columns (the
+/// data-parallel runner decodes a region per thread and cuts the regions
+/// into batches afterwards).
 #[derive(Debug, Clone, Copy)]
 pub struct View<'a> {
     sat: &'a [u32],
@@ -397,6 +346,17 @@ impl<'a> View<'a> {
             frame_len: &batch.frame_len[rows],
             bytes,
         }
+    }
+
+    /// Every row of `batch`, whose frames lie in `bytes`.
+    pub fn all(batch: &'a Batch, bytes: &'a [u8]) -> View<'a> {
+        View::new(batch, 0..batch.len(), bytes)
+    }
+
+    /// The whole wire bytes of row `i`.
+    #[inline]
+    pub fn frame(&self, i: usize) -> &[u8] {
+        &self.bytes[self.span(i)]
     }
 }
 

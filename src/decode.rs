@@ -475,7 +475,7 @@ impl<R: Read> FrameReader<R> {
     /// Like [`FrameReader::fill`], but the frames are not copied into the
     /// batch: it gets their columns and their places in the reader's buffer
     /// ([`crate::batch::Placed`]). Read it as
-    /// [`crate::batch::InPlace`]` { batch, bytes: reader.bytes() }` before
+    /// [`crate::batch::View::all`]`(batch, reader.bytes())` before
     /// the next fill, which moves the buffer's unread tail to its front.
     /// While a batch fills, earlier frames keep their places: when the
     /// buffer has no room left for a read, it grows, to at most the batch's

@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use std::io::{Read, Write};
 
-use crate::batch::Batch;
+use crate::batch::Rows;
 use crate::pipeline::{Config, ProcessError, Summary};
 
 /// Ranges listed per satellite in a [`SatView`]: the highest ones.
@@ -523,20 +523,20 @@ impl GapTracker {
 
     /// Feeds the rows `row_ids` of `batch` (what the pipeline forwarded
     /// from it, in (sat, seq) order; any order is correct, that order is fast).
-    pub fn observe(&mut self, batch: &Batch, row_ids: &[u32]) {
+    pub fn observe<R: Rows + ?Sized>(&mut self, batch: &R, row_ids: &[u32]) {
         let mut i = 0;
         while i < row_ids.len() {
-            let sat = batch.sat[row_ids[i] as usize];
+            let sat = batch.sat(row_ids[i] as usize);
             let mut j = i + 1;
-            while j < row_ids.len() && batch.sat[row_ids[j] as usize] == sat {
+            while j < row_ids.len() && batch.sat(row_ids[j] as usize) == sat {
                 j += 1;
             }
             match self.slot(sat) {
                 Some(k) => {
                     let st = &mut self.sats[k];
                     let run = &row_ids[i..j];
-                    let first = batch.seq[run[0] as usize];
-                    let last = batch.seq[run[run.len() - 1] as usize];
+                    let first = batch.seq(run[0] as usize);
+                    let last = batch.seq(run[run.len() - 1] as usize);
                     if st.frames > 0
                         && st.hi.checked_add(1) == Some(first)
                         && last.checked_sub(first) == Some(run.len() as u64 - 1)
@@ -546,7 +546,7 @@ impl GapTracker {
                         // and ascending, so first and last tell).
                         st.extend_run(first, last, &self.limits, &mut self.total_ranges);
                     } else {
-                        let seqs = run.iter().map(|&r| batch.seq[r as usize]);
+                        let seqs = run.iter().map(|&r| batch.seq(r as usize));
                         st.add_all(seqs, &self.limits, &mut self.total_ranges);
                     }
                 }
@@ -634,7 +634,7 @@ pub fn process_stream_gaps<R: Read, W: Write>(
     let mut gaps = GapTracker::new();
     let (summary, stopped) =
         crate::pipeline::process_stream_each(input, out, cfg, stop, |rows, row_ids| {
-            gaps.observe(rows.batch, row_ids)
+            gaps.observe(rows, row_ids)
         })?;
     Ok((summary, stopped, gaps))
 }

@@ -36,7 +36,7 @@ use std::io::{self, Read, Write};
 
 use serde::Serialize;
 
-use crate::batch::{Batch, InPlace, Rows};
+use crate::batch::{Batch, Rows, View};
 use crate::decode::{DecodeStats, Decoder, FrameReader, DEFAULT_READ_CHUNK};
 use crate::dedup::{Dedup, StalePolicy, WindowLimits, DEFAULT_WINDOW, MAX_WINDOW};
 use crate::stage::{drive, BatchStages, Probe};
@@ -333,7 +333,7 @@ pub fn process_stream_each<R: Read, W: Write>(
     out: &mut W,
     cfg: Config,
     stop: &dyn Fn() -> bool,
-    mut each: impl FnMut(&InPlace<'_>, &[u32]),
+    mut each: impl FnMut(&View<'_>, &[u32]),
 ) -> Result<(Summary, bool), ProcessError> {
     cfg.check()?;
     let decoder = Decoder::new(cfg.max_payload);
@@ -347,10 +347,7 @@ pub fn process_stream_each<R: Read, W: Write>(
         .map_err(ProcessError::Read)?
         > 0
     {
-        let rows = InPlace {
-            batch: &batch,
-            bytes: reader.bytes(),
-        };
+        let rows = View::all(&batch, reader.bytes());
         stages
             .process(&rows, out, &mut ())
             .map_err(ProcessError::Write)?;

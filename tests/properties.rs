@@ -3,7 +3,7 @@
 mod common;
 
 use common::{config, stream, Chunked};
-use meridian_pipeline::batch::{Batch, InPlace};
+use meridian_pipeline::batch::{Batch, View};
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
@@ -45,10 +45,7 @@ fn decode_split(
         } else {
             &batch.buf[..]
         };
-        let rows = InPlace {
-            batch: &batch,
-            bytes,
-        };
+        let rows = View::all(&batch, bytes);
         for i in 0..batch.len() {
             frames.push(reference::Frame {
                 sat: batch.sat[i],
@@ -499,10 +496,7 @@ fn placed_reader_memory_is_bounded_by_the_batch_not_the_garbage() {
     let mut reader = FrameReader::new(&data[..], Decoder::new(4096), chunk);
     let mut batch = Batch::default();
     assert_eq!(reader.fill_placed(&mut batch, 2).unwrap(), 2);
-    let rows = InPlace {
-        batch: &batch,
-        bytes: reader.bytes(),
-    };
+    let rows = View::all(&batch, reader.bytes());
     assert_eq!(rows.frame(0)[20..23], [1, 2, 3]);
     assert_eq!(rows.frame(1)[20..23], [4, 5, 6]);
     let bound = 2 * 27 + 2 * chunk + Decoder::new(4096).max_frame_len();

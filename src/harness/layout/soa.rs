@@ -3,7 +3,7 @@
 use std::io;
 
 use super::Engine;
-use crate::batch::{Batch, InPlace, Placed};
+use crate::batch::{Batch, Placed, View};
 use crate::decode::Decoder;
 use crate::pipeline::{BatchProcessor, Config, Summary};
 use crate::stage::Probe;
@@ -63,10 +63,7 @@ impl Engine for Soa {
         if !self.placed {
             return self.stages.process(&self.batch, out, probe);
         }
-        let rows = InPlace {
-            batch: &self.batch,
-            bytes: data,
-        };
+        let rows = View::all(&self.batch, data);
         self.stages.process(&rows, out, probe)
     }
     fn reset_window(&mut self) {
