@@ -103,20 +103,8 @@ proptest! {
     fn sort_unique_layouts_match_naive(
         rows in prop::collection::vec((prop_oneof![6 => 0u32..5, 1 => 0u32..10_000], prop_oneof![4 => 0u64..40, 4 => 0u64..2000, 2 => 0u64..100_000, 1 => any::<u64>()], prop::bool::weighted(0.9)), 0..300),
     ) {
-        let mut batch = Batch::default();
-        let mut mask = vec![0u64; rows.len().div_ceil(64)];
-        let mut want: Vec<(u32, u64, u32)> = Vec::new();
-        for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
-            batch.push(sat, seq, 0, &[]);
-            if ok {
-                mask[i / 64] |= 1 << (i % 64);
-                if !want.iter().any(|&(s, q, _)| (s, q) == (sat, seq)) {
-                    want.push((sat, seq, i as u32));
-                }
-            }
-        }
-        want.sort();
-        let want: Vec<u32> = want.into_iter().map(|(_, _, r)| r).collect();
+        let (batch, mask) = masked_batch(rows.iter().copied());
+        let want = first_copies(&batch, &mask);
         for radix_only in [false, true] {
             let mut s = if radix_only { SortUnique::radix_only() } else { SortUnique::default() };
             let mut got = Vec::new();
@@ -336,6 +324,34 @@ fn invalid_copy_does_not_suppress_a_valid_one() {
 /// A batch of (sat, seq, valid) rows, and whether the window is reset before it.
 type TestBatch = (Vec<(u32, u64, bool)>, bool);
 
+/// A batch of `rows` (sat, seq, valid) and its validity mask.
+fn masked_batch(rows: impl IntoIterator<Item = (u32, u64, bool)>) -> (Batch, Vec<u64>) {
+    let mut batch = Batch::default();
+    let mut mask = Vec::new();
+    for (i, (sat, seq, ok)) in rows.into_iter().enumerate() {
+        batch.push(sat, seq, 0, &[]);
+        if i % 64 == 0 {
+            mask.push(0);
+        }
+        mask[i / 64] |= u64::from(ok) << (i % 64);
+    }
+    (batch, mask)
+}
+
+/// What an in-batch dedup keeps of `batch`'s valid rows: the first copy of
+/// each (sat, seq), in (sat, seq) order (the naive twin, a linear search).
+fn first_copies(batch: &Batch, mask: &[u64]) -> Vec<u32> {
+    let mut want: Vec<(u32, u64, u32)> = Vec::new();
+    for i in set_bits(mask) {
+        let (sat, seq) = (batch.sat[i], batch.seq[i]);
+        if !want.iter().any(|&(s, q, _)| (s, q) == (sat, seq)) {
+            want.push((sat, seq, i as u32));
+        }
+    }
+    want.sort();
+    want.into_iter().map(|(_, _, r)| r).collect()
+}
+
 /// Runs `batches` of (sat, seq, valid) rows through `Dedup` and its naive
 /// twin with no window limits, batch by batch, `reset` marking batches
 /// before which both forget their window; with `require_direct`, every
@@ -354,16 +370,10 @@ fn dedup_agrees(
             fast.reset();
             naive.reset();
         }
-        let mut batch = Batch::default();
-        let mut mask = vec![0u64; rows.len().div_ceil(64)];
-        let mut valid = Vec::new();
-        for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
-            batch.push(sat, seq, 0, &[]);
-            if ok {
-                mask[i / 64] |= 1 << (i % 64);
-                valid.push((i as u32, sat, seq));
-            }
-        }
+        let (batch, mask) = masked_batch(rows.iter().copied());
+        let valid: Vec<(u32, u32, u64)> = set_bits(&mask)
+            .map(|i| (i as u32, batch.sat[i], batch.seq[i]))
+            .collect();
         let got = fast.run(&batch, &mask, &mut forward);
         if require_direct && !valid.is_empty() {
             let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
@@ -557,21 +567,11 @@ proptest! {
         let mut s = SortUnique::default();
         let mut got = Vec::new();
         for (k, rows) in batches.iter().enumerate() {
-            let mut batch = Batch::default();
-            let mut mask = vec![0u64; rows.len().div_ceil(64)];
-            let mut want: Vec<(u32, u64, u32)> = Vec::new();
-            for (i, &(sat, seq, ok)) in rows.iter().enumerate() {
-                let seq = base + seq + k as u64 * climb;
-                batch.push(sat, seq, 0, &[]);
-                if ok {
-                    mask[i / 64] |= 1 << (i % 64);
-                    if !want.iter().any(|&(s, q, _)| (s, q) == (sat, seq)) {
-                        want.push((sat, seq, i as u32));
-                    }
-                }
-            }
-            want.sort();
-            let want: Vec<u32> = want.into_iter().map(|(_, _, r)| r).collect();
+            let (batch, mask) = masked_batch(
+                rows.iter()
+                    .map(|&(sat, seq, ok)| (sat, base + seq + k as u64 * climb, ok)),
+            );
+            let want = first_copies(&batch, &mask);
             let dropped = s.run(&batch, &mask, &mut got);
             prop_assert_eq!(&got, &want, "batch {} took {:?}", k, s.last_packing);
             prop_assert_eq!(dropped, (set_bits(&mask).count() - want.len()) as u64);
