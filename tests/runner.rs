@@ -7,8 +7,16 @@ use std::process::Command;
 
 use meridian_pipeline::harness::gen::{capture, GenConfig};
 use meridian_pipeline::harness::layout::Layout;
-use meridian_pipeline::harness::runner::{run, Limit, Progress, RunOptions};
+use meridian_pipeline::harness::runner::{run, Limit, Progress, RunOptions, RunReport};
 use meridian_pipeline::Config;
+
+/// `got` forwarded `want`'s bytes (the CRC of the whole stream), with the
+/// same counters, over the same frames.
+fn assert_same_run(got: &RunReport, want: &RunReport, what: &str) {
+    assert_eq!(got.forwarded_crc32, want.forwarded_crc32, "{what}");
+    assert_eq!(got.summary, want.summary, "{what}");
+    assert_eq!(got.frames, want.frames, "{what}");
+}
 
 fn opts(layout: Layout, threads: usize, batch_size: usize, frames: u64) -> RunOptions {
     RunOptions {
@@ -43,14 +51,7 @@ fn every_layout_and_thread_count_forwards_the_same_bytes() {
             (Layout::Baseline, 1),
         ] {
             let got = run(&data, &opts(layout, threads, batch_size, 30_000)).unwrap();
-            assert_eq!(
-                got.forwarded_crc32,
-                want.forwarded_crc32,
-                "{} x{threads}",
-                layout.name()
-            );
-            assert_eq!(got.summary, want.summary, "{} x{threads}", layout.name());
-            assert_eq!(got.frames, 30_000);
+            assert_same_run(&got, &want, &format!("{} x{threads}", layout.name()));
         }
     }
 }
@@ -87,17 +88,14 @@ fn every_thread_count_forwards_the_sequential_bytes_of_a_hostile_capture() {
         let want = run(&data, &opts(Layout::Soa, 1, batch_size, frames)).unwrap();
         assert!(want.summary.decode.crc_errors > 0 && want.summary.decode.bad_header > 0);
         assert!(want.summary.decode.skipped_bytes > 0);
+        assert_eq!(want.frames, frames);
         for threads in 2..=8 {
             let got = run(&data, &opts(Layout::Soa, threads, batch_size, frames)).unwrap();
-            assert_eq!(
-                got.forwarded_crc32, want.forwarded_crc32,
-                "batch {batch_size}, {threads} threads"
+            assert_same_run(
+                &got,
+                &want,
+                &format!("batch {batch_size}, {threads} threads"),
             );
-            assert_eq!(
-                got.summary, want.summary,
-                "batch {batch_size}, {threads} threads"
-            );
-            assert_eq!(got.frames, frames);
         }
     }
 }
@@ -115,14 +113,13 @@ fn regions_out_of_step_are_decoded_again() {
     for batch_size in [100, 4096] {
         let frames = 50_000;
         let want = run(&data, &opts(Layout::Soa, 1, batch_size, frames)).unwrap();
+        assert_eq!(want.frames, frames);
         for zone in [0, 1, 23, 300, 2000] {
             PARALLEL_ZONE.store(zone, Ordering::Relaxed);
             for threads in [2, 3, 8] {
                 let got = run(&data, &opts(Layout::Soa, threads, batch_size, frames)).unwrap();
                 let what = format!("batch {batch_size}, zone {zone}, {threads} threads");
-                assert_eq!(got.forwarded_crc32, want.forwarded_crc32, "{what}");
-                assert_eq!(got.summary, want.summary, "{what}");
-                assert_eq!(got.frames, frames, "{what}");
+                assert_same_run(&got, &want, &what);
             }
         }
     }
@@ -171,11 +168,7 @@ fn every_thread_count_keeps_the_window_limits() {
         }
         for threads in [2, 6, 8] {
             let got = with(threads);
-            assert_eq!(
-                got.forwarded_crc32, want.forwarded_crc32,
-                "{limits:?}, {threads} threads"
-            );
-            assert_eq!(got.summary, want.summary, "{limits:?}, {threads} threads");
+            assert_same_run(&got, &want, &format!("{limits:?}, {threads} threads"));
         }
     }
 }
@@ -202,11 +195,7 @@ fn long_frames_cross_the_regions() {
     assert_eq!(want.frames, 5_000);
     for threads in [2, 3] {
         let got = with(threads);
-        assert_eq!(
-            got.forwarded_crc32, want.forwarded_crc32,
-            "{threads} threads"
-        );
-        assert_eq!(got.summary, want.summary, "{threads} threads");
+        assert_same_run(&got, &want, &format!("{threads} threads"));
     }
 }
 
