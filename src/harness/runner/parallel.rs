@@ -493,13 +493,7 @@ impl Shared<'_> {
         match job.plan {
             Plan::Batch(limit) if t == 0 => {
                 r.clock.before(Stage::Decode);
-                let input = &data[job.pos..];
-                let before = r.decoder.stats();
-                let r = &mut *r;
-                let mut target = Placed::new(&mut r.rows, input, job.pos);
-                r.start = job.pos;
-                r.end = job.pos + r.decoder.decode(input, true, &mut target, limit);
-                r.stats = r.decoder.stats().since(&before);
+                r.decode_span(data, job.pos, data.len(), limit);
                 r.clock.after(Stage::Decode);
             }
             Plan::Regions(_, limit) => {
@@ -630,7 +624,7 @@ impl Driver<'_, '_> {
             }
             let next = 1 - cur;
             self.decode(next, cur, plan, true, &mut meter);
-            self.forward(cur, &mut meter)?;
+            self.forward(&mut meter)?;
             self.keep_tail();
             // Chaining and cutting (column copies of the batches across
             // regions) are decoding work, on this thread.
@@ -654,7 +648,7 @@ impl Driver<'_, '_> {
         };
         if carried {
             self.decode(1 - cur, cur, Plan::Stop, true, &mut meter);
-            self.forward(cur, &mut meter)?;
+            self.forward(&mut meter)?;
         }
         Ok(meter.finish(opts, Summary::new(self.decoded, self.pipeline), self.passes))
     }
@@ -687,6 +681,7 @@ impl Driver<'_, '_> {
     fn decode(&mut self, set: usize, process: usize, plan: Plan, dedup: bool, meter: &mut Meter) {
         let sh = self.sh;
         let (data, pos, n) = (sh.data, self.pos, sh.sets[set].len());
+        let rows = if dedup { self.processed_rows() } else { 0 };
         // Each task's region, by its share of the superstep's bytes.
         let mut bounds = [0usize; MAX_THREADS + 1];
         if let Plan::Regions(bytes, _) = plan {
@@ -696,7 +691,6 @@ impl Driver<'_, '_> {
             } else {
                 pos + total
             };
-            let rows = if dedup { self.processed_rows() } else { 0 };
             let shares = self.shares(last - pos, rows, n);
             let mut acc = 0.0;
             for (bound, share) in bounds.iter_mut().zip(&shares[..n]) {
@@ -731,11 +725,10 @@ impl Driver<'_, '_> {
             meter.clock.merge(&read(r).clock);
         }
         if let Plan::Regions(..) = plan {
-            let rows = if dedup { self.processed_rows() } else { 0 };
             self.measure(set, &bounds, rows);
         }
         if dedup {
-            self.count_dedup();
+            self.count_dedup(rows);
         }
     }
 
@@ -795,10 +788,9 @@ impl Driver<'_, '_> {
         cut.batches.iter().map(|&s| Shared::len_of(&cut, s)).sum()
     }
 
-    /// Folds the parts' counters of the batches just deduplicated into the
-    /// totals.
-    fn count_dedup(&mut self) {
-        let rows = self.processed_rows();
+    /// Folds the parts' counters of the batches just deduplicated (`rows`
+    /// rows) into the totals.
+    fn count_dedup(&mut self, rows: usize) {
         let cut = read(&self.sh.cut);
         let s = &mut self.pipeline;
         for (p, part) in self.sh.parts.iter().enumerate() {
@@ -885,11 +877,10 @@ impl Driver<'_, '_> {
         }
     }
 
-    /// Phase B: forwards the batches of set `set` (already deduplicated),
-    /// and counts them.
-    fn forward(&mut self, set: usize, meter: &mut Meter) -> io::Result<()> {
+    /// Phase B: forwards the batches phase A deduplicated (of the set it
+    /// named `process_set`), and counts them.
+    fn forward(&mut self, meter: &mut Meter) -> io::Result<()> {
         let sh = self.sh;
-        write(&sh.job).process_set = set;
         sh.phase(PHASE_FORWARD);
         for sink in &sh.sinks {
             let mut sink = sink.lock().unwrap_or_else(PoisonError::into_inner);
@@ -1010,7 +1001,7 @@ impl Region {
         t: usize,
         limit: usize,
     ) {
-        self.start = if t == 0 {
+        let start = if t == 0 {
             bounds[0]
         } else {
             let zone = PARALLEL_ZONE.load(Ordering::Relaxed).min(ZONE);
@@ -1020,11 +1011,18 @@ impl Region {
             let mut target = Placed::new(&mut self.zone_rows, input, from);
             from + self.zone.decode(input, false, &mut target, usize::MAX)
         };
-        let end = bounds[t + 1];
-        let input = &data[self.start..end];
+        self.decode_span(data, start, bounds[t + 1], limit);
+    }
+
+    /// Decodes `data[start..end]` (to the end of the stream when `end` is
+    /// its end, else stopping before what needs more input), at most `limit`
+    /// frames, into the region's rows, and counts it.
+    fn decode_span(&mut self, data: &[u8], start: usize, end: usize, limit: usize) {
+        let input = &data[start..end];
         let before = self.decoder.stats();
-        let mut target = Placed::new(&mut self.rows, input, self.start);
-        self.end = self.start
+        let mut target = Placed::new(&mut self.rows, input, start);
+        self.start = start;
+        self.end = start
             + self
                 .decoder
                 .decode(input, end == data.len(), &mut target, limit);
