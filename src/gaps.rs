@@ -33,7 +33,7 @@ use serde::Serialize;
 
 use std::io::{Read, Write};
 
-use crate::batch::Rows;
+use crate::batch::{Rows, View};
 use crate::pipeline::{Config, ProcessError, Summary};
 
 /// Ranges listed per satellite in a [`SatView`]: the highest ones.
@@ -621,21 +621,26 @@ impl GapTracker {
 /// [`crate::pipeline::process_stream_until`] that also feeds every batch's
 /// forwarded keys to a [`GapTracker`] (`process --gaps`, and the `missing`
 /// and `gap_ranges` of `process`'s summary). Returns the summary, whether
-/// it stopped early, and the tracker.
+/// it stopped early, and the tracker. With `threads` above 1, decoding runs
+/// on a thread of its own ([`crate::pipeline::process_stream_each_split`]);
+/// the output and the summary are the same.
 ///
 /// # Errors
 /// As [`crate::pipeline::process_stream`].
-pub fn process_stream_gaps<R: Read, W: Write>(
+pub fn process_stream_gaps<R: Read + Send, W: Write>(
     input: R,
     out: &mut W,
     cfg: Config,
     stop: &dyn Fn() -> bool,
+    threads: usize,
 ) -> Result<(Summary, bool, GapTracker), ProcessError> {
     let mut gaps = GapTracker::new();
-    let (summary, stopped) =
-        crate::pipeline::process_stream_each(input, out, cfg, stop, |rows, row_ids| {
-            gaps.observe(rows, row_ids)
-        })?;
+    let each = |rows: &View<'_>, row_ids: &[u32]| gaps.observe(rows, row_ids);
+    let (summary, stopped) = if threads > 1 {
+        crate::pipeline::process_stream_each_split(input, out, cfg, stop, each)?
+    } else {
+        crate::pipeline::process_stream_each(input, out, cfg, stop, each)?
+    };
     Ok((summary, stopped, gaps))
 }
 

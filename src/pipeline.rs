@@ -33,6 +33,7 @@
 //! ```
 
 use std::io::{self, Read, Write};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 
 use serde::Serialize;
 
@@ -359,4 +360,150 @@ pub fn process_stream_each<R: Read, W: Write>(
     }
     out.flush().map_err(ProcessError::Write)?;
     Ok((Summary::new(reader.stats(), stages.stats()), stopped))
+}
+
+/// Batches in flight between [`process_stream_each_split`]'s decoding
+/// thread and its processing one.
+const IN_FLIGHT: usize = 8;
+
+/// Spins before each yield while a handover queue is empty or full.
+const HANDOVER_SPINS: u32 = 64;
+
+/// Yields after which a handover wait blocks instead: the other side is
+/// stalled (a slow disk or pipe), not merely a batch behind.
+const HANDOVER_YIELDS: u32 = 20_000;
+
+/// Receives from `rx`, spinning and yielding first: on this kind of VM a
+/// thread that blocks takes up to a millisecond to wake, as long as dozens
+/// of batches. `None` once the sender is gone.
+fn handover_recv<T>(rx: &Receiver<T>) -> Option<T> {
+    for round in 0..HANDOVER_YIELDS {
+        match rx.try_recv() {
+            Ok(v) => return Some(v),
+            Err(TryRecvError::Disconnected) => return None,
+            Err(TryRecvError::Empty) if round % 16 == 0 => {
+                for _ in 0..HANDOVER_SPINS {
+                    std::hint::spin_loop();
+                }
+            }
+            Err(TryRecvError::Empty) => std::thread::yield_now(),
+        }
+    }
+    rx.recv().ok()
+}
+
+/// Sends `v` on `tx` as [`handover_recv`] receives. False once the
+/// receiver is gone.
+fn handover_send<T>(tx: &SyncSender<T>, mut v: T) -> bool {
+    for round in 0..HANDOVER_YIELDS {
+        match tx.try_send(v) {
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
+            Err(TrySendError::Full(back)) => {
+                v = back;
+                if round % 16 == 0 {
+                    for _ in 0..HANDOVER_SPINS {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    std::thread::yield_now();
+                }
+            }
+        }
+    }
+    tx.send(v).is_ok()
+}
+
+/// [`process_stream_each`] on two threads: one reads and decodes batches
+/// (each frame copied into its batch, [`FrameReader::fill`]), the other runs
+/// the stages after decode, writes and calls `each`, in batch order. The
+/// batches, the output and the summary are those of
+/// [`process_stream_each`]; up to [`IN_FLIGHT`] batches are decoded ahead.
+///
+/// The processing side returns as soon as it stops (a write error, `stop`):
+/// it then waits for the decoding thread's current read, so the input
+/// should be one whose reads end (a file), not a pipe that may stay idle.
+///
+/// # Errors
+/// As [`process_stream`]. A read error is reported after the batches
+/// decoded before it are written.
+pub fn process_stream_each_split<R: Read + Send, W: Write>(
+    input: R,
+    out: &mut W,
+    cfg: Config,
+    stop: &dyn Fn() -> bool,
+    mut each: impl FnMut(&View<'_>, &[u32]),
+) -> Result<(Summary, bool), ProcessError> {
+    cfg.check()?;
+    let (full_tx, full_rx) = sync_channel::<io::Result<(Batch, DecodeStats)>>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = sync_channel::<Batch>(IN_FLIGHT);
+    for _ in 0..IN_FLIGHT {
+        let sent = empty_tx.try_send(Batch::with_capacity(cfg.batch_size, 128));
+        debug_assert!(sent.is_ok(), "the queue holds IN_FLIGHT batches");
+    }
+    std::thread::scope(|s| {
+        let decoding = s.spawn(move || {
+            let decoder = Decoder::new(cfg.max_payload);
+            let mut reader = FrameReader::new(input, decoder, DEFAULT_READ_CHUNK);
+            // Until the input ends, a read fails, or the processing side
+            // hangs up (its receiver and the empty batches' sender gone).
+            while let Some(mut batch) = handover_recv(&empty_rx) {
+                let sent = match reader.fill(&mut batch, cfg.batch_size) {
+                    Ok(0) => break,
+                    Ok(_) => handover_send(&full_tx, Ok((batch, reader.stats()))),
+                    Err(e) => {
+                        handover_send(&full_tx, Err(e));
+                        break;
+                    }
+                };
+                if !sent {
+                    break;
+                }
+            }
+            reader.stats()
+        });
+        let mut stages = BatchProcessor::new(cfg);
+        let (mut stopped, mut failed) = (false, None);
+        // What decoding had counted up to the last batch processed.
+        let mut counted = DecodeStats::default();
+        while let Some(next) = handover_recv(&full_rx) {
+            let batch = match next {
+                Ok((batch, stats)) => {
+                    counted = stats;
+                    batch
+                }
+                Err(e) => {
+                    failed = Some(ProcessError::Read(e));
+                    break;
+                }
+            };
+            let rows = View::all(&batch, &batch.buf);
+            if let Err(e) = stages.process(&rows, out, &mut ()) {
+                failed = Some(ProcessError::Write(e));
+                break;
+            }
+            each(&rows, stages.row_ids());
+            // Never waits: the queue has room for every batch.
+            let _ = empty_tx.try_send(batch);
+            if stop() {
+                stopped = true;
+                break;
+            }
+        }
+        // Hang up, so a decoding thread waiting on either queue returns.
+        drop(full_rx);
+        drop(empty_tx);
+        let decoded = match decoding.join() {
+            Ok(stats) => stats,
+            Err(panic) => std::panic::resume_unwind(panic),
+        };
+        if let Some(e) = failed {
+            return Err(e);
+        }
+        out.flush().map_err(ProcessError::Write)?;
+        // Stopped early: the batches decoded ahead and never processed are
+        // not counted, as one thread would not have decoded them.
+        let decoded = if stopped { counted } else { decoded };
+        Ok((Summary::new(decoded, stages.stats()), stopped))
+    })
 }

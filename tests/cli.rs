@@ -61,6 +61,10 @@ fn bad_arguments_are_one_line_with_exit_2() {
     );
     one_line_error(&meridian(&["process", "--out", "y"]), "--in");
     one_line_error(
+        &meridian(&["process", "--in", "x", "--out", "y", "--threads", "3"]),
+        "--threads",
+    );
+    one_line_error(
         &meridian(&["gen", "--out", "-", "--payload", "9..3"]),
         "--payload",
     );
@@ -103,6 +107,7 @@ fn help_explains_each_flag_with_its_default() {
         "[default: 4096]",
         "--stale",
         "[default: forward]",
+        "--threads",
         "--json",
     ] {
         assert!(
@@ -163,6 +168,41 @@ fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("meridian-cli-{}-{name}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// `process --threads 2` (decoding on a thread of its own) writes the bytes
+/// and prints the summary of `--threads 1`, and the default (two threads
+/// here) does too.
+#[test]
+fn process_on_two_threads_writes_what_one_does() {
+    let dir = scratch("threads");
+    let cap = dir.join("cap.bin");
+    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "200000"]);
+    assert!(g.status.success());
+    let run = |threads: Option<&str>| {
+        let out = dir.join(format!("out-{}.bin", threads.unwrap_or("default")));
+        let mut args = vec![
+            "process",
+            "--in",
+            cap.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ];
+        if let Some(t) = threads {
+            args.extend(["--threads", t]);
+        }
+        let done = meridian(&args);
+        assert!(done.status.success(), "{done:?}");
+        let err = String::from_utf8(done.stderr).unwrap();
+        let summary = err.lines().last().unwrap().to_string();
+        (std::fs::read(&out).unwrap(), summary)
+    };
+    let one = run(Some("1"));
+    assert!(one.0.len() > 1_000_000, "{}", one.1);
+    assert_eq!(run(Some("2")), one);
+    assert_eq!(run(None), one);
+    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]

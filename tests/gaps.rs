@@ -135,7 +135,7 @@ proptest! {
     ) {
         let mut out = Vec::new();
         let (summary, stopped, gaps) =
-            process_stream_gaps(Chunked::new(&data, sizes), &mut out, cfg, &|| false).unwrap();
+            process_stream_gaps(Chunked::new(&data, sizes), &mut out, cfg, &|| false, 1).unwrap();
         prop_assert!(!stopped);
         let mut plain = Vec::new();
         let want_summary = process_stream(&data[..], &mut plain, cfg).unwrap();

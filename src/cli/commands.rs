@@ -34,9 +34,9 @@ const RUN_CAPTURE_FRAMES: u64 = 1_000_000;
 /// Output buffer of `process` and `gen --out`.
 const OUT_BUF: usize = 1 << 20;
 
-fn open_input(path: &str) -> Result<Box<dyn Read>, CliError> {
+fn open_input(path: &str) -> Result<Box<dyn Read + Send>, CliError> {
     if path == "-" {
-        return Ok(Box::new(io::stdin().lock()));
+        return Ok(Box::new(io::stdin()));
     }
     let file = File::open(path)
         .map_err(|e| CliError::Usage(format!("cannot open input '{path}': {e}")))?;
@@ -111,14 +111,24 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
         None => None,
     };
     let stop = stop_flag()?;
-    let (summary, stopped, gaps) =
-        process_stream_gaps(BufReader::with_capacity(0, input), &mut out, cfg, &|| {
-            stop.load(Ordering::Relaxed)
-        })
-        .map_err(|e| match e {
-            ProcessError::Config(c) => CliError::Usage(c.to_string()),
-            other => CliError::Runtime(format!("processing failed: {other}")),
-        })?;
+    // A pipe may stay idle: only a file's reads are sure to end, which the
+    // two-thread path needs to stop promptly after a write error.
+    let threads = match args.threads {
+        _ if args.input == "-" => 1,
+        Some(n) => n as usize,
+        None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
+    };
+    let (summary, stopped, gaps) = process_stream_gaps(
+        BufReader::with_capacity(0, input),
+        &mut out,
+        cfg,
+        &|| stop.load(Ordering::Relaxed),
+        threads,
+    )
+    .map_err(|e| match e {
+        ProcessError::Config(c) => CliError::Usage(c.to_string()),
+        other => CliError::Runtime(format!("processing failed: {other}")),
+    })?;
     if stopped {
         eprintln!("interrupted: the output holds the whole batches processed so far");
     }

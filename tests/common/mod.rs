@@ -7,6 +7,7 @@ pub(crate) mod proc;
 use std::io::{self, Read};
 
 use meridian_pipeline::dedup::{StalePolicy, WindowLimits};
+use meridian_pipeline::harness::gen::{capture, GenConfig};
 use meridian_pipeline::wire::{encode_frame, SYNC};
 use meridian_pipeline::Config;
 use proptest::prelude::*;
@@ -149,4 +150,28 @@ impl Read for Chunked<'_> {
         self.data = &self.data[n..];
         Ok(n)
     }
+}
+
+/// A capture damaged as a bad link would: bytes flipped (CRC errors, bad
+/// headers), garbage runs, cut frames and false markers between good ones.
+pub(crate) fn hostile_capture() -> Vec<u8> {
+    let clean = capture(&GenConfig {
+        frames: 20_000,
+        invalid_rate: 0.05,
+        ..GenConfig::default()
+    });
+    let mut rng = fastrand::Rng::with_seed(99);
+    let mut out = Vec::with_capacity(clean.len() + clean.len() / 10);
+    for chunk in clean.chunks(997) {
+        let at = out.len();
+        out.extend_from_slice(chunk);
+        match rng.u8(..10) {
+            0 => out[at + rng.usize(..chunk.len())] ^= 1 << rng.u8(..8),
+            1 => out.extend((0..rng.usize(1..300)).map(|_| rng.u8(..))),
+            2 => out.extend_from_slice(&[0x1A, 0xCF, 0xFC, 0x1D, 1, 2, 3]),
+            3 => out.truncate(at + chunk.len() - rng.usize(..chunk.len().min(40))),
+            _ => {}
+        }
+    }
+    out
 }
