@@ -414,15 +414,25 @@ fn handover_send<T>(tx: &SyncSender<T>, mut v: T) -> bool {
     tx.send(v).is_ok()
 }
 
-/// [`process_stream_each`] on two threads: one reads and decodes batches
-/// (each frame copied into its batch, [`FrameReader::fill`]), the other runs
-/// the stages after decode, writes and calls `each`, in batch order. The
-/// batches, the output and the summary are those of
-/// [`process_stream_each`]; up to [`IN_FLIGHT`] batches are decoded ahead.
+/// A batch handed from [`process_stream_each_split`]'s first thread to the
+/// second: its frames, the rows to forward, and the counters up to it.
+struct Handed {
+    batch: Batch,
+    row_ids: Vec<u32>,
+    decoded: DecodeStats,
+    counted: PipelineStats,
+}
+
+/// [`process_stream_each`] on two threads: one reads, decodes (each frame
+/// copied into its batch, [`FrameReader::fill`]), validates and
+/// deduplicates batches; the other writes each batch's rows and calls
+/// `each`, in batch order. The batches, the output and the summary are
+/// those of [`process_stream_each`]; up to [`IN_FLIGHT`] batches are
+/// decoded ahead.
 ///
-/// The processing side returns as soon as it stops (a write error, `stop`):
-/// it then waits for the decoding thread's current read, so the input
-/// should be one whose reads end (a file), not a pipe that may stay idle.
+/// The writing side returns as soon as it stops (a write error, `stop`):
+/// it then waits for the first thread's current read, so the input should
+/// be one whose reads end (a file), not a pipe that may stay idle.
 ///
 /// # Errors
 /// As [`process_stream`]. A read error is reported after the batches
@@ -435,22 +445,37 @@ pub fn process_stream_each_split<R: Read + Send, W: Write>(
     mut each: impl FnMut(&View<'_>, &[u32]),
 ) -> Result<(Summary, bool), ProcessError> {
     cfg.check()?;
-    let (full_tx, full_rx) = sync_channel::<io::Result<(Batch, DecodeStats)>>(IN_FLIGHT);
-    let (empty_tx, empty_rx) = sync_channel::<Batch>(IN_FLIGHT);
+    let (full_tx, full_rx) = sync_channel::<io::Result<Handed>>(IN_FLIGHT);
+    let (empty_tx, empty_rx) = sync_channel::<Handed>(IN_FLIGHT);
     for _ in 0..IN_FLIGHT {
-        let sent = empty_tx.try_send(Batch::with_capacity(cfg.batch_size, 128));
+        let sent = empty_tx.try_send(Handed {
+            batch: Batch::with_capacity(cfg.batch_size, 128),
+            row_ids: Vec::with_capacity(cfg.batch_size),
+            decoded: DecodeStats::default(),
+            counted: PipelineStats::default(),
+        });
         debug_assert!(sent.is_ok(), "the queue holds IN_FLIGHT batches");
     }
     std::thread::scope(|s| {
         let decoding = s.spawn(move || {
             let decoder = Decoder::new(cfg.max_payload);
             let mut reader = FrameReader::new(input, decoder, DEFAULT_READ_CHUNK);
-            // Until the input ends, a read fails, or the processing side
-            // hangs up (its receiver and the empty batches' sender gone).
-            while let Some(mut batch) = handover_recv(&empty_rx) {
-                let sent = match reader.fill(&mut batch, cfg.batch_size) {
+            let mut stages = BatchProcessor::new(cfg);
+            // Until the input ends, a read fails, or the writing side hangs
+            // up (its receiver and the empty batches' sender gone).
+            while let Some(mut h) = handover_recv(&empty_rx) {
+                let sent = match reader.fill(&mut h.batch, cfg.batch_size) {
                     Ok(0) => break,
-                    Ok(_) => handover_send(&full_tx, Ok((batch, reader.stats()))),
+                    Ok(_) => {
+                        // The rows are chosen and counted here; the other
+                        // thread writes them (io::sink cannot fail).
+                        let rows = View::all(&h.batch, &h.batch.buf);
+                        let _ = stages.process(&rows, &mut io::sink(), &mut ());
+                        h.row_ids.clear();
+                        h.row_ids.extend_from_slice(stages.row_ids());
+                        (h.decoded, h.counted) = (reader.stats(), stages.stats());
+                        handover_send(&full_tx, Ok(h))
+                    }
                     Err(e) => {
                         handover_send(&full_tx, Err(e));
                         break;
@@ -460,50 +485,46 @@ pub fn process_stream_each_split<R: Read + Send, W: Write>(
                     break;
                 }
             }
-            reader.stats()
+            Summary::new(reader.stats(), stages.stats())
         });
-        let mut stages = BatchProcessor::new(cfg);
         let (mut stopped, mut failed) = (false, None);
-        // What decoding had counted up to the last batch processed.
-        let mut counted = DecodeStats::default();
+        // The counters up to the last batch written.
+        let mut written = Summary::default();
         while let Some(next) = handover_recv(&full_rx) {
-            let batch = match next {
-                Ok((batch, stats)) => {
-                    counted = stats;
-                    batch
-                }
+            let h = match next {
+                Ok(h) => h,
                 Err(e) => {
                     failed = Some(ProcessError::Read(e));
                     break;
                 }
             };
-            let rows = View::all(&batch, &batch.buf);
-            if let Err(e) = stages.process(&rows, out, &mut ()) {
+            let rows = View::all(&h.batch, &h.batch.buf);
+            if let Err(e) = forward::write_rows(&rows, &h.row_ids, out) {
                 failed = Some(ProcessError::Write(e));
                 break;
             }
-            each(&rows, stages.row_ids());
+            each(&rows, &h.row_ids);
+            written = Summary::new(h.decoded, h.counted);
             // Never waits: the queue has room for every batch.
-            let _ = empty_tx.try_send(batch);
+            let _ = empty_tx.try_send(h);
             if stop() {
                 stopped = true;
                 break;
             }
         }
-        // Hang up, so a decoding thread waiting on either queue returns.
+        // Hang up, so a first thread waiting on either queue returns.
         drop(full_rx);
         drop(empty_tx);
-        let decoded = match decoding.join() {
-            Ok(stats) => stats,
+        let whole = match decoding.join() {
+            Ok(summary) => summary,
             Err(panic) => std::panic::resume_unwind(panic),
         };
         if let Some(e) = failed {
             return Err(e);
         }
         out.flush().map_err(ProcessError::Write)?;
-        // Stopped early: the batches decoded ahead and never processed are
+        // Stopped early: the batches decoded ahead and never written are
         // not counted, as one thread would not have decoded them.
-        let decoded = if stopped { counted } else { decoded };
-        Ok((Summary::new(decoded, stages.stats()), stopped))
+        Ok((if stopped { written } else { whole }, stopped))
     })
 }
