@@ -621,9 +621,10 @@ impl GapTracker {
 /// [`crate::pipeline::process_stream_until`] that also feeds every batch's
 /// forwarded keys to a [`GapTracker`] (`process --gaps`, and the `missing`
 /// and `gap_ranges` of `process`'s summary). Returns the summary, whether
-/// it stopped early, and the tracker. With `threads` above 1, decoding runs
-/// on a thread of its own ([`crate::pipeline::process_stream_each_split`]);
-/// the output and the summary are the same.
+/// it stopped early, and the tracker. With `threads` above 1, reading,
+/// decoding and dedup run on a thread of their own
+/// ([`crate::pipeline::process_stream_each_split`]); the output and the
+/// summary are the same.
 ///
 /// # Errors
 /// As [`crate::pipeline::process_stream`].

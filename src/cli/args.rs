@@ -113,10 +113,10 @@ pub(crate) struct ProcessArgs {
     /// and highest forwarded seq, never forwarded) to PATH as JSON.
     #[arg(long, value_name = "PATH")]
     pub(crate) gaps: Option<String>,
-    /// Threads: 2 reads and decodes on a thread of its own while the other
-    /// deduplicates and writes (same output, same summary). Taken for a file
-    /// input only; standard input is read on one thread. Default: 2 when
-    /// the machine has two cores or more.
+    /// Threads: with 2, one thread reads, decodes and deduplicates while the
+    /// other writes and tracks gaps (same output, same summary). Taken for a
+    /// file input only; standard input is read on one thread. Default: 2
+    /// when the machine has two cores or more.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2))]
     pub(crate) threads: Option<u64>,
     #[command(flatten)]
