@@ -12,6 +12,7 @@
 //! The window's hardening ([`WindowLimits`]: suspect jumps, re-anchoring,
 //! lazy rings, a memory budget) is described in [`window`].
 
+pub mod extract;
 pub mod naive;
 pub mod sort_unique;
 pub mod window;

@@ -57,6 +57,7 @@
 //! do not fit in 32 bits (sparse or hostile sequence numbers); sorted with
 //! `sort_unstable`, which needs no stability because the row breaks ties.
 
+use super::extract::Extract;
 use crate::batch::Rows;
 use crate::validate::set_bits;
 
@@ -146,6 +147,8 @@ pub struct SortUnique {
     occupied: Vec<u64>,
     /// True: never take the direct layout (see [`SortUnique::radix_only`]).
     radix_only: bool,
+    /// How the direct layout appends a word's occupied rows.
+    extract: Extract,
     keys: Vec<u64>,
     scratch: Vec<u64>,
     wide: Vec<u128>,
@@ -430,13 +433,10 @@ impl SortUnique {
             Packing::Direct { slots } => {
                 // Only the occupied slots are read: the scan costs a word per
                 // 64 slots plus one step per survivor, and leaves the bitmap clear.
-                let table = &self.table[..slots];
-                for (w, word) in self.occupied[..slots / 64].iter_mut().enumerate() {
-                    let mut bits = std::mem::take(word);
-                    while bits != 0 {
-                        survivors.push(table[w * 64 + bits.trailing_zeros() as usize]);
-                        bits &= bits - 1;
-                    }
+                let table = self.table[..slots].chunks_exact(64);
+                for (word, slots) in self.occupied[..slots / 64].iter_mut().zip(table) {
+                    let slots = slots.try_into().expect("chunks of 64");
+                    self.extract.push(slots, std::mem::take(word), survivors);
                 }
             }
             Packing::Radix {

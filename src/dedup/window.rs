@@ -128,6 +128,7 @@
 
 use rustc_hash::FxHashMap;
 
+use super::extract::Extract;
 use super::sort_unique::DirectBlocks;
 use super::DedupCounts;
 use crate::batch::Rows;
@@ -413,6 +414,8 @@ pub struct Window {
     victims_built: bool,
     next_victim: usize,
     next_batch_victim: usize,
+    /// How the direct path appends a word's kept rows.
+    extract: Extract,
 }
 
 impl Window {
@@ -448,6 +451,7 @@ impl Window {
             victims_built: false,
             next_victim: 0,
             next_batch_victim: 0,
+            extract: Extract::detect(),
         }
     }
 
@@ -642,9 +646,9 @@ impl Window {
             // Remember the kept seqs less than W below the new high mark, and
             // forward their rows.
             let high = state.high;
-            let table = &d.table[first * 64..];
-            for (j, (k, word)) in (k0..).zip(block.iter_mut()).enumerate() {
-                let mut kept = std::mem::take(word);
+            let table = &d.table[first * 64..(first + block.len()) * 64];
+            for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact(64)) {
+                let kept = std::mem::take(word);
                 let q0 = k << 6;
                 let remembered = if high >= width {
                     !bits_upto(q0, high - width)
@@ -652,10 +656,8 @@ impl Window {
                     u64::MAX
                 };
                 state.ring[k as usize & ring_mask] |= kept & remembered;
-                while kept != 0 {
-                    forward.push(table[j * 64 + kept.trailing_zeros() as usize]);
-                    kept &= kept - 1;
-                }
+                let slots = slots.try_into().expect("chunks of 64");
+                self.extract.push(slots, kept, forward);
             }
         }
         counts
