@@ -105,8 +105,8 @@ proptest! {
     ) {
         let (batch, mask) = masked_batch(rows.iter().copied());
         let want = first_copies(&batch, &mask);
-        for radix_only in [false, true] {
-            let mut s = if radix_only { SortUnique::radix_only() } else { SortUnique::default() };
+        // The default scatters on a CPU with AVX-512F; `scalar` is its twin.
+        for mut s in [SortUnique::default(), SortUnique::scalar(), SortUnique::radix_only()] {
             let mut got = Vec::new();
             let dropped = s.run(&batch, &mask, &mut got);
             prop_assert_eq!(&got, &want);
@@ -362,32 +362,46 @@ fn dedup_agrees(
     stale: StalePolicy,
     require_direct: bool,
 ) -> Result<(), TestCaseError> {
-    let mut fast = Dedup::new(width, stale, WindowLimits::OFF);
+    // The default scatters on a CPU with AVX-512F; the other is its twin.
+    let mut fasts = [
+        Dedup::new(width, stale, WindowLimits::OFF),
+        Dedup::new(width, stale, WindowLimits::OFF).with_scalar_kernels(),
+    ];
     let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
     let mut forward = Vec::new();
     for (k, (rows, reset)) in batches.iter().enumerate() {
         if *reset {
-            fast.reset();
+            fasts.iter_mut().for_each(Dedup::reset);
             naive.reset();
         }
         let (batch, mask) = masked_batch(rows.iter().copied());
         let valid: Vec<(u32, u32, u64)> = set_bits(&mask)
             .map(|i| (i as u32, batch.sat[i], batch.seq[i]))
             .collect();
-        let got = fast.run(&batch, &mask, &mut forward);
-        if require_direct && !valid.is_empty() {
-            let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
-            prop_assert!(direct, "batch {} took {:?}", k, fast.last_packing());
-        }
         let (want_rows, want) = naive.run(&valid);
-        prop_assert_eq!(
-            &forward,
-            &want_rows,
-            "batch {} took {:?}",
-            k,
-            fast.last_packing()
-        );
-        prop_assert_eq!(got, want, "batch {} took {:?}", k, fast.last_packing());
+        for (f, fast) in fasts.iter_mut().enumerate() {
+            let got = fast.run(&batch, &mask, &mut forward);
+            if require_direct && !valid.is_empty() {
+                let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
+                prop_assert!(direct, "batch {} took {:?}", k, fast.last_packing());
+            }
+            prop_assert_eq!(
+                &forward,
+                &want_rows,
+                "batch {} took {:?} (dedup {})",
+                k,
+                fast.last_packing(),
+                f
+            );
+            prop_assert_eq!(
+                got,
+                want,
+                "batch {} took {:?} (dedup {})",
+                k,
+                fast.last_packing(),
+                f
+            );
+        }
     }
     Ok(())
 }
@@ -564,7 +578,8 @@ proptest! {
         climb in prop_oneof![Just(0u64), 1u64..100, 100u64..5000],
         base in prop_oneof![Just(0u64), Just(u64::MAX - 40_000), any::<u64>().prop_map(|b| b >> 2)],
     ) {
-        let mut s = SortUnique::default();
+        // The default scatters on a CPU with AVX-512F; `scalar` is its twin.
+        let mut scratches = [SortUnique::default(), SortUnique::scalar()];
         let mut got = Vec::new();
         for (k, rows) in batches.iter().enumerate() {
             let (batch, mask) = masked_batch(
@@ -572,9 +587,11 @@ proptest! {
                     .map(|&(sat, seq, ok)| (sat, base + seq + k as u64 * climb, ok)),
             );
             let want = first_copies(&batch, &mask);
-            let dropped = s.run(&batch, &mask, &mut got);
-            prop_assert_eq!(&got, &want, "batch {} took {:?}", k, s.last_packing);
-            prop_assert_eq!(dropped, (set_bits(&mask).count() - want.len()) as u64);
+            for s in &mut scratches {
+                let dropped = s.run(&batch, &mask, &mut got);
+                prop_assert_eq!(&got, &want, "batch {} took {:?} (scatters {})", k, s.last_packing, s.scatters());
+                prop_assert_eq!(dropped, (set_bits(&mask).count() - want.len()) as u64);
+            }
         }
     }
 }

@@ -39,6 +39,11 @@ impl Extract {
         Extract::SCALAR
     }
 
+    /// True for the AVX-512 kind.
+    pub fn is_avx512(self) -> bool {
+        self.0 == Kind::Avx512
+    }
+
     /// Every kind this CPU runs, the twin first (for tests).
     pub fn available() -> Vec<Extract> {
         let mut all = vec![Extract::SCALAR];

@@ -98,6 +98,13 @@ impl Dedup {
         &self.window
     }
 
+    /// This stage with the scalar twins of the direct layout's AVX-512
+    /// kernels ([`SortUnique::scalar`]), for tests on any CPU.
+    pub fn with_scalar_kernels(mut self) -> Dedup {
+        self.sorter = SortUnique::scalar();
+        self
+    }
+
     /// The in-batch packing of the last batch run (`None` if it had no valid
     /// row): [`Packing::Direct`] with a window without limits took the
     /// word-at-a-time window ([`Window`]'s direct path).

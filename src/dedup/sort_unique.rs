@@ -68,6 +68,10 @@ pub const SAT_TABLE: u32 = 4096;
 const SINK_WORDS: usize = 8;
 /// Slots of the sink, at the end of the table.
 const SINK_SLOTS: usize = SINK_WORDS * 64;
+/// A direct table slot without a row, when the fill scatters
+/// ([`Extract::is_avx512`]): every slot before the sink holds it between
+/// batches.
+pub(super) const EMPTY: u32 = u32::MAX;
 /// The direct layout is taken when its table needs at most this many slots
 /// per valid row of the batch, plus [`DIRECT_SLACK`], and at most
 /// [`DIRECT_MAX_SLOTS`] in all.
@@ -147,8 +151,14 @@ pub struct SortUnique {
     occupied: Vec<u64>,
     /// True: never take the direct layout (see [`SortUnique::radix_only`]).
     radix_only: bool,
-    /// How the direct layout appends a word's occupied rows.
+    /// How the direct layout appends a word's occupied rows, and whether
+    /// its fill scatters (AVX-512F): the table then holds [`EMPTY`] where
+    /// no row is, and the occupancy words are built from it after the fill.
     extract: Extract,
+    /// The regions as columns, for the scattering fill's gathers.
+    region_lo: Vec<u64>,
+    region_first: Vec<u32>,
+    region_slots: Vec<u32>,
     keys: Vec<u64>,
     scratch: Vec<u64>,
     wide: Vec<u128>,
@@ -164,6 +174,21 @@ impl SortUnique {
             radix_only: true,
             ..SortUnique::default()
         }
+    }
+
+    /// Scratch whose direct layout takes the scalar fill and extraction on
+    /// any CPU: the twin of the default's AVX-512 kernels, for tests.
+    pub fn scalar() -> SortUnique {
+        SortUnique {
+            extract: Extract::SCALAR,
+            ..SortUnique::default()
+        }
+    }
+
+    /// True when the direct table's fill scatters ([`SortUnique::scalar`]
+    /// is false).
+    pub fn scatters(&self) -> bool {
+        self.extract.is_avx512()
     }
 
     /// Writes into `survivors` the first row of each (sat, seq) among the set
@@ -270,7 +295,11 @@ impl SortUnique {
             if self.fill_columns(sat, seq, mask, n) {
                 return Some(Some(self.end_direct_fill()));
             }
-            self.occupied[..self.regions_slots / 64].fill(0);
+            if self.scatters() {
+                self.table[..self.regions_slots].fill(EMPTY);
+            } else {
+                self.occupied[..self.regions_slots / 64].fill(0);
+            }
         }
         self.guessed = false;
         let (min_sat, max_sat) = valid_sat_range(sat, mask, n);
@@ -317,6 +346,30 @@ impl SortUnique {
         debug_assert!(self.regions_slots <= sink);
         // A satellite past the regions reads an empty region at the end.
         self.regions.push(Region::default());
+        #[cfg(target_arch = "x86_64")]
+        if self.scatters() {
+            self.region_lo.clear();
+            self.region_first.clear();
+            self.region_slots.clear();
+            for r in &self.regions {
+                // Each region lies within the table, which has fewer than
+                // 2^32 slots (`DIRECT_MAX_SLOTS`).
+                self.region_lo.push(r.lo);
+                self.region_first.push(r.first as u32);
+                self.region_slots.push(r.slots as u32);
+            }
+            self.regions.pop();
+            let regions = Columns {
+                lo: &self.region_lo,
+                first: &self.region_first,
+                slots: &self.region_slots,
+                min_sat: self.regions_min_sat,
+            };
+            // SAFETY: `scatters` is true only where `Extract::detect` found
+            // AVX-512F; every region lies below `sink`, which leaves
+            // `SINK_SLOTS` slots to the table's end.
+            return unsafe { x86::fill_rows(sat, seq, mask, n, regions, &mut self.table, sink) };
+        }
         let (table, occupied) = (&mut self.table[..], &mut self.occupied[..]);
         let (regions, min_sat) = (&self.regions[..], self.regions_min_sat);
         // Nearly every row valid (one dedup for all satellites): a branch on
@@ -339,6 +392,13 @@ impl SortUnique {
     fn end_direct_fill(&mut self) -> Packing {
         let slots = self.regions_slots;
         self.blocks.clear();
+        #[cfg(target_arch = "x86_64")]
+        if self.extract.is_avx512() {
+            // The regions tile slots 0..slots: their words at once.
+            // SAFETY: `is_avx512` only where AVX-512F was detected; the
+            // table holds `slots` slots.
+            unsafe { x86::occupancy(&self.table[..slots], &mut self.occupied[..slots / 64]) };
+        }
         for (s, region) in self.regions.iter().enumerate() {
             let first = (region.first / 64) as usize;
             let words = &self.occupied[first..first + (region.slots / 64) as usize];
@@ -390,9 +450,16 @@ impl SortUnique {
         // The sink of [`SortUnique::fill_columns`] after the regions.
         let most = direct_budget(rows).next_multiple_of(64) + SINK_SLOTS;
         if self.table.len() < most {
-            self.table.resize(most, 0);
+            // The old sink becomes slots of regions: every slot empty again.
+            self.table.clear();
+            self.table.resize(most, EMPTY);
             self.occupied.resize(most / 64, 0);
         }
+        for v in [&mut self.region_first, &mut self.region_slots] {
+            v.reserve((SAT_TABLE as usize + 2).saturating_sub(v.len()));
+        }
+        self.region_lo
+            .reserve((SAT_TABLE as usize + 2).saturating_sub(self.region_lo.len()));
         let sats = SAT_TABLE as usize + 1;
         for v in [&mut self.base, &mut self.top] {
             v.reserve(sats.saturating_sub(v.len()));
@@ -418,8 +485,10 @@ impl SortUnique {
         DirectBlocks {
             copies: self.valid as u64 - kept,
             blocks: &self.blocks,
-            table: &self.table[..slots],
+            empty_after: self.extract.is_avx512(),
+            table: &mut self.table[..slots],
             occupied,
+            extract: self.extract,
         }
     }
 
@@ -433,10 +502,17 @@ impl SortUnique {
             Packing::Direct { slots } => {
                 // Only the occupied slots are read: the scan costs a word per
                 // 64 slots plus one step per survivor, and leaves the bitmap clear.
-                let table = self.table[..slots].chunks_exact(64);
+                let empty_after = self.extract.is_avx512();
+                let table = self.table[..slots].chunks_exact_mut(64);
                 for (word, slots) in self.occupied[..slots / 64].iter_mut().zip(table) {
-                    let slots = slots.try_into().expect("chunks of 64");
-                    self.extract.push(slots, std::mem::take(word), survivors);
+                    let bits = std::mem::take(word);
+                    if bits != 0 {
+                        let words: &mut [u32; 64] = slots.try_into().expect("chunks of 64");
+                        self.extract.push(words, bits, survivors);
+                        if empty_after {
+                            words.fill(EMPTY);
+                        }
+                    }
                 }
             }
             Packing::Radix {
@@ -720,7 +796,12 @@ pub(super) struct DirectBlocks<'a> {
     /// Each satellite's occupied words, in ascending satellite order.
     pub blocks: &'a [Block],
     /// Slot -> the first row of its (sat, seq), where `occupied` is set.
-    pub table: &'a [u32],
+    pub table: &'a mut [u32],
+    /// The reader must leave every slot of the blocks [`EMPTY`] (the fill
+    /// scatters).
+    pub empty_after: bool,
+    /// How to append a word's kept rows.
+    pub extract: Extract,
     /// One bit per slot; the reader must leave it clear.
     pub occupied: &'a mut [u64],
 }
@@ -761,4 +842,152 @@ fn radix_sort_high32(keys: &mut Vec<u64>, scratch: &mut Vec<u64>, key_bits: u32)
         std::mem::swap(keys, scratch);
     }
     debug_assert!(keys.windows(2).all(|w| w[0] >> 32 <= w[1] >> 32));
+}
+
+/// The regions of [`SortUnique::fill_columns`] as columns (the last one the
+/// empty region satellites outside the others read), for gathers.
+#[cfg(target_arch = "x86_64")]
+struct Columns<'a> {
+    lo: &'a [u64],
+    first: &'a [u32],
+    slots: &'a [u32],
+    min_sat: u32,
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    use super::{Columns, EMPTY, SINK_WORDS};
+
+    /// [`super::fill_rows`] for a table that holds [`EMPTY`] where no row
+    /// is: the rows only store, sixteen at a time with one scatter and no
+    /// bitmap. Lanes hold rows in descending order, and a scatter writes its
+    /// lanes in ascending order, so the first copy of a (sat, seq) is the
+    /// last write to its slot, as in the scalar loop. The rows past the last
+    /// whole 16 go first, one at a time. Returns false when a valid row was
+    /// outside its region.
+    ///
+    /// # Safety
+    /// AVX-512F. Every region of `r` ends at or below `sink`, and `table`
+    /// has `SINK_WORDS * 64` slots from `sink`; `r` has at least one region
+    /// and `r.lo`, `r.first`, `r.slots` are equally long.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn fill_rows(
+        sat: &[u32],
+        seq: &[u64],
+        mask: &[u64],
+        n: usize,
+        r: Columns<'_>,
+        table: &mut [u32],
+        sink: usize,
+    ) -> bool {
+        let outside = r.lo.len() - 1;
+        debug_assert!(r.first.len() == r.lo.len() && r.slots.len() == r.lo.len());
+        assert!(sat.len() >= n && seq.len() >= n && mask.len() * 64 >= n);
+        assert!(sink + SINK_WORDS * 64 <= table.len());
+        let bit = |i: usize| (mask[i / 64] >> (i % 64)) & 1 != 0;
+        let mut miss = false;
+        let whole = n / 16 * 16;
+        for i in (whole..n).rev() {
+            let s = (sat[i].wrapping_sub(r.min_sat) as usize).min(outside);
+            let off = seq[i].wrapping_sub(r.lo[s]);
+            let inside = off < u64::from(r.slots[s]);
+            let valid = bit(i);
+            miss |= valid & !inside;
+            let slot = if valid & inside {
+                r.first[s] as usize + off as usize
+            } else {
+                sink + (i % SINK_WORDS) * 64
+            };
+            table[slot] = i as u32;
+        }
+        let min_sat = _mm512_set1_epi32(r.min_sat as i32);
+        let last = _mm512_set1_epi32(outside as i32);
+        let iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+        let reverse = _mm512_setr_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+        // Lane j sinks into word j % SINK_WORDS of the sink (16 is a
+        // multiple of SINK_WORDS, so as the scalar loop's i % SINK_WORDS).
+        let sunk = _mm512_add_epi32(
+            _mm512_set1_epi32(sink as i32),
+            _mm512_slli_epi32::<6>(_mm512_and_si512(
+                iota,
+                _mm512_set1_epi32(SINK_WORDS as i32 - 1),
+            )),
+        );
+        let mut missed: u16 = 0;
+        for b in (0..whole).step_by(16).rev() {
+            let valid = (mask[b / 64] >> (b % 64)) as u16;
+            // SAFETY: b + 16 <= whole <= n <= sat.len(), seq.len().
+            let (sats, seq_lo, seq_hi) = unsafe {
+                (
+                    _mm512_loadu_si512(sat.as_ptr().add(b).cast()),
+                    _mm512_loadu_si512(seq.as_ptr().add(b).cast()),
+                    _mm512_loadu_si512(seq.as_ptr().add(b + 8).cast()),
+                )
+            };
+            let s = _mm512_min_epu32(_mm512_sub_epi32(sats, min_sat), last);
+            // SAFETY: every lane of `s` is at most `outside`, an index of
+            // each region column.
+            let (first, slots, lo_lo, lo_hi) = unsafe {
+                (
+                    _mm512_i32gather_epi32::<4>(s, r.first.as_ptr().cast()),
+                    _mm512_i32gather_epi32::<4>(s, r.slots.as_ptr().cast()),
+                    _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(s), r.lo.as_ptr().cast()),
+                    _mm512_i32gather_epi64::<8>(
+                        _mm512_extracti64x4_epi64::<1>(s),
+                        r.lo.as_ptr().cast(),
+                    ),
+                )
+            };
+            let (off_lo, off_hi) = (
+                _mm512_sub_epi64(seq_lo, lo_lo),
+                _mm512_sub_epi64(seq_hi, lo_hi),
+            );
+            let (slots_lo, slots_hi) = (
+                _mm512_cvtepu32_epi64(_mm512_castsi512_si256(slots)),
+                _mm512_cvtepu32_epi64(_mm512_extracti64x4_epi64::<1>(slots)),
+            );
+            let inside = u16::from(_mm512_cmplt_epu64_mask(off_lo, slots_lo))
+                | u16::from(_mm512_cmplt_epu64_mask(off_hi, slots_hi)) << 8;
+            missed |= valid & !inside;
+            let off = _mm512_inserti64x4::<1>(
+                _mm512_castsi256_si512(_mm512_cvtepi64_epi32(off_lo)),
+                _mm512_cvtepi64_epi32(off_hi),
+            );
+            let slot = _mm512_mask_blend_epi32(valid & inside, sunk, _mm512_add_epi32(first, off));
+            let rows = _mm512_add_epi32(_mm512_set1_epi32(b as i32), iota);
+            // SAFETY: a kept lane's slot is below its region's end, at most
+            // `sink`; a sunk lane's is within the sink; both are in `table`.
+            unsafe {
+                _mm512_i32scatter_epi32::<4>(
+                    table.as_mut_ptr().cast(),
+                    _mm512_permutexvar_epi32(reverse, slot),
+                    _mm512_permutexvar_epi32(reverse, rows),
+                );
+            }
+        }
+        !(miss | (missed != 0))
+    }
+
+    /// Writes into `words[w]` the occupancy of slots `64 w .. 64 w + 64` of
+    /// `table` (bit set where a slot is not [`EMPTY`]).
+    ///
+    /// # Safety
+    /// AVX-512F; `table` holds `64 * words.len()` slots.
+    #[target_feature(enable = "avx512f")]
+    pub(super) unsafe fn occupancy(table: &[u32], words: &mut [u64]) {
+        assert!(table.len() >= words.len() * 64);
+        let empty = _mm512_set1_epi32(EMPTY as i32);
+        for (w, word) in words.iter_mut().enumerate() {
+            let mut bits = 0u64;
+            for q in 0..4 {
+                // SAFETY: slot 64 w + 16 q + 15 < 64 * words.len().
+                let lanes =
+                    unsafe { _mm512_loadu_si512(table.as_ptr().add(w * 64 + q * 16).cast()) };
+                bits |= u64::from(_mm512_cmpneq_epi32_mask(lanes, empty)) << (16 * q);
+            }
+            *word = bits;
+        }
+    }
 }

@@ -128,8 +128,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::extract::Extract;
-use super::sort_unique::DirectBlocks;
+use super::sort_unique::{DirectBlocks, EMPTY};
 use super::DedupCounts;
 use crate::batch::Rows;
 
@@ -414,8 +413,6 @@ pub struct Window {
     victims_built: bool,
     next_victim: usize,
     next_batch_victim: usize,
-    /// How the direct path appends a word's kept rows.
-    extract: Extract,
 }
 
 impl Window {
@@ -451,7 +448,6 @@ impl Window {
             victims_built: false,
             next_victim: 0,
             next_batch_victim: 0,
-            extract: Extract::detect(),
         }
     }
 
@@ -646,7 +642,7 @@ impl Window {
             // Remember the kept seqs less than W below the new high mark, and
             // forward their rows.
             let high = state.high;
-            let table = &d.table[first * 64..(first + block.len()) * 64];
+            let table = &mut d.table[first * 64..(first + block.len()) * 64];
             for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact(64)) {
                 let kept = std::mem::take(word);
                 let q0 = k << 6;
@@ -657,7 +653,10 @@ impl Window {
                 };
                 state.ring[k as usize & ring_mask] |= kept & remembered;
                 let slots = slots.try_into().expect("chunks of 64");
-                self.extract.push(slots, kept, forward);
+                d.extract.push(slots, kept, forward);
+            }
+            if d.empty_after {
+                table.fill(EMPTY);
             }
         }
         counts
