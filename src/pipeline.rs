@@ -362,9 +362,19 @@ pub fn process_stream_each<R: Read, W: Write>(
     Ok((Summary::new(reader.stats(), stages.stats()), stopped))
 }
 
-/// Batches in flight between [`process_stream_each_split`]'s decoding
-/// thread and its processing one.
+/// Batches in flight between [`process_stream_each_split`]'s two threads:
+/// at most this many...
 const IN_FLIGHT: usize = 8;
+
+/// ...and at least two (one filled while the other is written), within
+/// about this many bytes of frames at 128 bytes a frame: a batch of a
+/// million frames keeps two in flight, not eight.
+const IN_FLIGHT_BYTES: usize = 64 << 20;
+
+/// Batches in flight for batches of `batch_size` frames.
+fn in_flight(batch_size: usize) -> usize {
+    (IN_FLIGHT_BYTES / batch_size.saturating_mul(128).max(1)).clamp(2, IN_FLIGHT)
+}
 
 /// Spins before each yield while a handover queue is empty or full.
 const HANDOVER_SPINS: u32 = 64;
@@ -427,8 +437,8 @@ struct Handed {
 /// copied into its batch, [`FrameReader::fill`]), validates and
 /// deduplicates batches; the other writes each batch's rows and calls
 /// `each`, in batch order. The batches, the output and the summary are
-/// those of [`process_stream_each`]; up to [`IN_FLIGHT`] batches are
-/// decoded ahead.
+/// those of [`process_stream_each`]; up to [`IN_FLIGHT`] batches (fewer
+/// when they are large, see [`IN_FLIGHT_BYTES`]) are decoded ahead.
 ///
 /// The writing side returns as soon as it stops (a write error, `stop`):
 /// it then waits for the first thread's current read, so the input should
@@ -445,16 +455,17 @@ pub fn process_stream_each_split<R: Read + Send, W: Write>(
     mut each: impl FnMut(&View<'_>, &[u32]),
 ) -> Result<(Summary, bool), ProcessError> {
     cfg.check()?;
-    let (full_tx, full_rx) = sync_channel::<io::Result<Handed>>(IN_FLIGHT);
-    let (empty_tx, empty_rx) = sync_channel::<Handed>(IN_FLIGHT);
-    for _ in 0..IN_FLIGHT {
+    let batches = in_flight(cfg.batch_size);
+    let (full_tx, full_rx) = sync_channel::<io::Result<Handed>>(batches);
+    let (empty_tx, empty_rx) = sync_channel::<Handed>(batches);
+    for _ in 0..batches {
         let sent = empty_tx.try_send(Handed {
             batch: Batch::with_capacity(cfg.batch_size, 128),
             row_ids: Vec::with_capacity(cfg.batch_size),
             decoded: DecodeStats::default(),
             counted: PipelineStats::default(),
         });
-        debug_assert!(sent.is_ok(), "the queue holds IN_FLIGHT batches");
+        debug_assert!(sent.is_ok(), "the queue holds every batch");
     }
     std::thread::scope(|s| {
         let decoding = s.spawn(move || {

@@ -205,6 +205,67 @@ fn process_on_two_threads_writes_what_one_does() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
+/// A FIFO whose writer stays open and silent is read on one thread, so a
+/// write error (a full disk: `/dev/full`) ends `process` at once instead of
+/// waiting on the idle pipe's read.
+#[test]
+fn a_write_error_ends_process_on_an_idle_fifo() {
+    let dir = scratch("fifo");
+    let cap = dir.join("cap.bin");
+    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "40000"]);
+    assert!(g.status.success());
+    let fifo = dir.join("in.fifo");
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    let bytes = std::fs::read(&cap).unwrap();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let path = fifo.clone();
+    // The writer: the capture, then silence with the pipe held open until
+    // the test ends (at most 60 s).
+    let writer = std::thread::spawn(move || {
+        let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // About 20 batches: the output's first flush fails after about 18,
+        // by when a reading thread running ahead has read them all.
+        let _ = std::io::Write::write_all(&mut f, &bytes[..2_000_000]);
+        let _ = done_rx.recv_timeout(std::time::Duration::from_secs(60));
+    });
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
+        .args([
+            "process",
+            "--in",
+            fifo.to_str().unwrap(),
+            "--out",
+            "/dev/full",
+        ])
+        .args(["--threads", "2"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            let _ = done_tx.send(());
+            panic!("process waited on the idle FIFO after a write error");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let _ = done_tx.send(());
+    writer.join().unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("space"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
 #[test]
 fn process_refuses_the_same_file_for_input_and_output() {
     let dir = scratch("same");

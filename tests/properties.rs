@@ -3,7 +3,7 @@
 mod common;
 
 use common::{config, stream, Chunked};
-use meridian_pipeline::batch::{Batch, View};
+use meridian_pipeline::batch::{Batch, Rows, View};
 use meridian_pipeline::decode::{Decoder, FrameReader};
 use meridian_pipeline::dedup::naive::NaiveDedup;
 use meridian_pipeline::dedup::sort_unique::{Packing, SortUnique};
@@ -324,6 +324,43 @@ fn invalid_copy_does_not_suppress_a_valid_one() {
 /// A batch of (sat, seq, valid) rows, and whether the window is reset before it.
 type TestBatch = (Vec<(u32, u64, bool)>, bool);
 
+/// A batch read row by row: no key columns, so dedup gathers the valid rows
+/// first (the path of layouts without columns) before the direct table.
+struct NoColumns<'a>(&'a Batch);
+
+impl Rows for NoColumns<'_> {
+    fn row_count(&self) -> usize {
+        self.0.row_count()
+    }
+    fn sat(&self, i: usize) -> u32 {
+        self.0.sat(i)
+    }
+    fn seq(&self, i: usize) -> u64 {
+        self.0.seq(i)
+    }
+    fn flags(&self, i: usize) -> u8 {
+        self.0.flags(i)
+    }
+    fn span(&self, i: usize) -> std::ops::Range<usize> {
+        self.0.span(i)
+    }
+    fn bytes(&self) -> &[u8] {
+        self.0.bytes()
+    }
+}
+
+/// The default dedup kernels are the CPU's: the property tests compare the
+/// AVX-512 kernels with their twins only where they are the default.
+#[test]
+fn the_default_dedup_kernels_follow_the_cpu() {
+    #[cfg(target_arch = "x86_64")]
+    assert_eq!(
+        SortUnique::default().scatters(),
+        std::arch::is_x86_feature_detected!("avx512f")
+    );
+    assert!(!SortUnique::scalar().scatters());
+}
+
 /// A batch of `rows` (sat, seq, valid) and its validity mask.
 fn masked_batch(rows: impl IntoIterator<Item = (u32, u64, bool)>) -> (Batch, Vec<u64>) {
     let mut batch = Batch::default();
@@ -362,16 +399,20 @@ fn dedup_agrees(
     stale: StalePolicy,
     require_direct: bool,
 ) -> Result<(), TestCaseError> {
-    // The default scatters on a CPU with AVX-512F; the other is its twin.
+    // The default scatters on a CPU with AVX-512F, the scalar kernels are
+    // its twin; each reads the batch's columns, and row by row.
+    let dedup = || Dedup::new(width, stale, WindowLimits::OFF);
     let mut fasts = [
-        Dedup::new(width, stale, WindowLimits::OFF),
-        Dedup::new(width, stale, WindowLimits::OFF).with_scalar_kernels(),
+        (dedup(), false),
+        (dedup().with_scalar_kernels(), false),
+        (dedup(), true),
+        (dedup().with_scalar_kernels(), true),
     ];
     let mut naive = NaiveDedup::new(width, stale, WindowLimits::OFF);
     let mut forward = Vec::new();
     for (k, (rows, reset)) in batches.iter().enumerate() {
         if *reset {
-            fasts.iter_mut().for_each(Dedup::reset);
+            fasts.iter_mut().for_each(|(d, _)| d.reset());
             naive.reset();
         }
         let (batch, mask) = masked_batch(rows.iter().copied());
@@ -379,8 +420,12 @@ fn dedup_agrees(
             .map(|i| (i as u32, batch.sat[i], batch.seq[i]))
             .collect();
         let (want_rows, want) = naive.run(&valid);
-        for (f, fast) in fasts.iter_mut().enumerate() {
-            let got = fast.run(&batch, &mask, &mut forward);
+        for (f, (fast, by_row)) in fasts.iter_mut().enumerate() {
+            let got = if *by_row {
+                fast.run(&NoColumns(&batch), &mask, &mut forward)
+            } else {
+                fast.run(&batch, &mask, &mut forward)
+            };
             if require_direct && !valid.is_empty() {
                 let direct = matches!(fast.last_packing(), Some(Packing::Direct { .. }));
                 prop_assert!(direct, "batch {} took {:?}", k, fast.last_packing());

@@ -115,8 +115,8 @@ pub(crate) struct ProcessArgs {
     pub(crate) gaps: Option<String>,
     /// Threads: with 2, one thread reads, decodes and deduplicates while the
     /// other writes and tracks gaps (same output, same summary). Taken for a
-    /// file input only; standard input is read on one thread. Default: 2
-    /// when the machine has two cores or more.
+    /// regular file only; standard input, a FIFO or a pipe is read on one
+    /// thread. Default: 2 when the machine has two cores or more.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=2))]
     pub(crate) threads: Option<u64>,
     #[command(flatten)]

@@ -111,10 +111,13 @@ pub(crate) fn process(args: &ProcessArgs) -> Result<(), CliError> {
         None => None,
     };
     let stop = stop_flag()?;
-    // A pipe may stay idle: only a file's reads are sure to end, which the
+    // A pipe (standard input, a FIFO, a process substitution) may stay
+    // idle: only a regular file's reads are sure to end, which the
     // two-thread path needs to stop promptly after a write error.
+    let regular =
+        args.input != "-" && std::fs::metadata(&args.input).is_ok_and(|m| m.file_type().is_file());
     let threads = match args.threads {
-        _ if args.input == "-" => 1,
+        _ if !regular => 1,
         Some(n) => n as usize,
         None => std::thread::available_parallelism().map_or(1, |n| n.get().min(2)),
     };
