@@ -376,12 +376,25 @@ fn in_flight(batch_size: usize) -> usize {
     (IN_FLIGHT_BYTES / batch_size.saturating_mul(128).max(1)).clamp(2, IN_FLIGHT)
 }
 
-/// Spins before each yield while a handover queue is empty or full.
+/// Spins of every 16th round of a handover wait; the other rounds yield.
 const HANDOVER_SPINS: u32 = 64;
 
 /// Yields after which a handover wait blocks instead: the other side is
 /// stalled (a slow disk or pipe), not merely a batch behind.
 const HANDOVER_YIELDS: u32 = 20_000;
+
+/// Round `round` of a handover wait that found the queue empty or full:
+/// a short spin every 16th round, a yield to the OS in the others.
+#[inline]
+fn back_off(round: u32) {
+    if round.is_multiple_of(16) {
+        for _ in 0..HANDOVER_SPINS {
+            std::hint::spin_loop();
+        }
+    } else {
+        std::thread::yield_now();
+    }
+}
 
 /// Receives from `rx`, spinning and yielding first: on this kind of VM a
 /// thread that blocks takes up to a millisecond to wake, as long as dozens
@@ -391,12 +404,7 @@ fn handover_recv<T>(rx: &Receiver<T>) -> Option<T> {
         match rx.try_recv() {
             Ok(v) => return Some(v),
             Err(TryRecvError::Disconnected) => return None,
-            Err(TryRecvError::Empty) if round % 16 == 0 => {
-                for _ in 0..HANDOVER_SPINS {
-                    std::hint::spin_loop();
-                }
-            }
-            Err(TryRecvError::Empty) => std::thread::yield_now(),
+            Err(TryRecvError::Empty) => back_off(round),
         }
     }
     rx.recv().ok()
@@ -411,13 +419,7 @@ fn handover_send<T>(tx: &SyncSender<T>, mut v: T) -> bool {
             Err(TrySendError::Disconnected(_)) => return false,
             Err(TrySendError::Full(back)) => {
                 v = back;
-                if round % 16 == 0 {
-                    for _ in 0..HANDOVER_SPINS {
-                        std::hint::spin_loop();
-                    }
-                } else {
-                    std::thread::yield_now();
-                }
+                back_off(round);
             }
         }
     }
