@@ -485,7 +485,6 @@ impl SortUnique {
         DirectBlocks {
             copies: self.valid as u64 - kept,
             blocks: &self.blocks,
-            empty_after: self.extract.is_avx512(),
             table: &mut self.table[..slots],
             occupied,
             extract: self.extract,
@@ -797,10 +796,9 @@ pub(super) struct DirectBlocks<'a> {
     pub blocks: &'a [Block],
     /// Slot -> the first row of its (sat, seq), where `occupied` is set.
     pub table: &'a mut [u32],
-    /// The reader must leave every slot of the blocks [`EMPTY`] (the fill
-    /// scatters).
-    pub empty_after: bool,
-    /// How to append a word's kept rows.
+    /// How to append a word's kept rows; when it is the AVX-512 kind the
+    /// fill scattered, and the reader must leave every slot of the blocks
+    /// [`EMPTY`].
     pub extract: Extract,
     /// One bit per slot; the reader must leave it clear.
     pub occupied: &'a mut [u64],

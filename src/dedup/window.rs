@@ -655,7 +655,7 @@ impl Window {
                 let slots = slots.try_into().expect("chunks of 64");
                 d.extract.push(slots, kept, forward);
             }
-            if d.empty_after {
+            if d.extract.is_avx512() {
                 table.fill(EMPTY);
             }
         }
