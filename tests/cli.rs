@@ -2,7 +2,24 @@
 //! gen is deterministic, and process reads stdin and writes stdout.
 
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+
+/// Waits up to 20 s for `child` to exit; past that, kills it (by PID, and
+/// reaps it) and fails the test with `stuck`.
+fn exit_within_20s(child: &mut Child, stuck: &str) -> ExitStatus {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            panic!("{stuck}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
 
 fn meridian(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
@@ -224,7 +241,7 @@ fn a_write_error_ends_process_on_an_idle_fifo() {
     let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
     let path = fifo.clone();
     // The writer: the capture, then silence with the pipe held open until
-    // the test ends (at most 60 s).
+    // the test ends, `done_tx` sent or dropped (at most 60 s).
     let writer = std::thread::spawn(move || {
         let mut f = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
         // About 20 batches: the output's first flush fails after about 18,
@@ -244,19 +261,10 @@ fn a_write_error_ends_process_on_an_idle_fifo() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            let _ = done_tx.send(());
-            panic!("process waited on the idle FIFO after a write error");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = exit_within_20s(
+        &mut child,
+        "process waited on the idle FIFO after a write error",
+    );
     let _ = done_tx.send(());
     writer.join().unwrap();
     let mut err = String::new();
@@ -405,18 +413,7 @@ fn sigint_during_process_prints_the_summary_and_exits_130() {
         .unwrap();
     assert!(ok.success());
     drop(stdin);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("process did not stop after SIGINT");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = exit_within_20s(&mut child, "process did not stop after SIGINT");
     let mut err = String::new();
     std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
@@ -464,18 +461,7 @@ fn sigint_during_run_prints_the_partial_report_and_exits_130() {
         .status()
         .unwrap();
     assert!(ok.success());
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            child.kill().unwrap();
-            child.wait().unwrap();
-            panic!("run did not stop after SIGINT");
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    };
+    let status = exit_within_20s(&mut child, "run did not stop after SIGINT");
     let mut out = String::new();
     std::io::Read::read_to_string(&mut child.stdout.take().unwrap(), &mut out).unwrap();
     assert_eq!(status.code(), Some(130), "{out}");
