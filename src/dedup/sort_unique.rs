@@ -143,6 +143,9 @@ pub struct SortUnique {
     guessed: bool,
     /// The last direct batch's occupied words, per satellite.
     blocks: Vec<Block>,
+    /// The blocks of the direct batch before it: how far each satellite's
+    /// highest seq moved, for the guess.
+    prev_blocks: Vec<Block>,
     /// The direct layout's table: slot -> row, read only where `occupied`
     /// has its bit set.
     table: Vec<u32>,
@@ -391,6 +394,7 @@ impl SortUnique {
     /// the packing.
     fn end_direct_fill(&mut self) -> Packing {
         let slots = self.regions_slots;
+        std::mem::swap(&mut self.blocks, &mut self.prev_blocks);
         self.blocks.clear();
         #[cfg(target_arch = "x86_64")]
         if self.extract.is_avx512() {
@@ -414,17 +418,25 @@ impl SortUnique {
                 high: region.lo + b as u64 * 64 + 63 - u64::from(words[b].leading_zeros()),
             });
         }
-        // The guess: each satellite of this batch, from one word below its
-        // lowest seq to its span above its highest.
+        // The guess: each satellite of this batch, from its lowest seq's
+        // word up to what its highest seq moved since the last batch, half
+        // as much again, a tenth of its span and 16 (its span when it had
+        // no block then). Tight, so the table scans stay small; a batch
+        // whose row misses is planned exactly (see `guess`).
         self.regions.clear();
         let mut next = 0u64;
         if let (Some(first), Some(last)) = (self.blocks.first(), self.blocks.last()) {
             self.regions_min_sat = first.sat;
             self.regions
                 .resize((last.sat - first.sat) as usize + 1, Region::default());
+            let mut prev = self.prev_blocks.iter().peekable();
             for b in &self.blocks {
-                let lo = (b.low >> 6).saturating_sub(1);
-                let hi = b.high.saturating_add(b.high - b.low).saturating_add(64) >> 6;
+                while prev.next_if(|p| p.sat < b.sat).is_some() {}
+                let moved = match prev.peek() {
+                    Some(p) if p.sat == b.sat => b.high.saturating_sub(p.high),
+                    _ => b.high - b.low,
+                };
+                let (lo, hi) = guess(b.low, b.high, moved);
                 let slots = (hi - lo + 1) * 64;
                 self.regions[(b.sat - first.sat) as usize] = Region {
                     lo: lo * 64,
@@ -467,6 +479,8 @@ impl SortUnique {
         self.regions
             .reserve(sats.saturating_sub(self.regions.len()));
         self.blocks.reserve(sats.saturating_sub(self.blocks.len()));
+        self.prev_blocks
+            .reserve(sats.saturating_sub(self.prev_blocks.len()));
     }
 
     /// The direct table [`SortUnique::prepare`] just filled, to be read once
@@ -671,6 +685,18 @@ impl SortUnique {
         self.regions_slots = usize::try_from(next).unwrap_or(usize::MAX);
         next <= direct_budget(valid) as u64
     }
+}
+
+/// The guessed words `lo ..= hi` (seq / 64) of a satellite's next region,
+/// from this batch's lowest and highest seq and how far its highest moved
+/// since the batch before (see [`SortUnique::end_direct_fill`]).
+#[inline]
+fn guess(low: u64, high: u64, moved: u64) -> (u64, u64) {
+    let ahead = moved
+        .saturating_add(moved / 2)
+        .saturating_add((high - low) / 10)
+        .saturating_add(16);
+    (low.saturating_sub(32) >> 6, high.saturating_add(ahead) >> 6)
 }
 
 /// Where one satellite's rows go in the direct table: slots `first ..
