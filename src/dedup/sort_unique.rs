@@ -962,7 +962,82 @@ mod x86 {
         table: &mut [u32],
         sink: usize,
     ) -> bool {
+        // SAFETY: as this function's.
+        unsafe {
+            if r.lo.len() <= PERMUTED {
+                fill_rows_with::<true>(sat, seq, mask, n, r, table, sink)
+            } else {
+                fill_rows_with::<false>(sat, seq, mask, n, r, table, sink)
+            }
+        }
+    }
+
+    /// Regions up to which [`fill_rows`] looks a row's region up in
+    /// registers (`vpermt2d` over four 16-lane registers per column)
+    /// instead of with gathers.
+    const PERMUTED: usize = 64;
+
+    /// The regions of [`PERMUTED`] or fewer in sixteen registers: `first`,
+    /// `slots`, and the low and high halves of `lo`, 64 lanes each.
+    struct Permuted {
+        first: [__m512i; 4],
+        slots: [__m512i; 4],
+        lo_low: [__m512i; 4],
+        lo_high: [__m512i; 4],
+    }
+
+    impl Permuted {
+        #[target_feature(enable = "avx512f")]
+        fn new(r: &Columns<'_>) -> Permuted {
+            let mut cols = [[0u32; PERMUTED]; 4];
+            for (j, ((&lo, &first), &slots)) in r.lo.iter().zip(r.first).zip(r.slots).enumerate() {
+                cols[0][j] = first;
+                cols[1][j] = slots;
+                cols[2][j] = lo as u32;
+                cols[3][j] = (lo >> 32) as u32;
+            }
+            let load = |c: &[u32; PERMUTED]| -> [__m512i; 4] {
+                // SAFETY: each column holds 64 u32s: four 16-lane loads.
+                std::array::from_fn(|q| unsafe {
+                    _mm512_loadu_si512(c.as_ptr().add(16 * q).cast())
+                })
+            };
+            Permuted {
+                first: load(&cols[0]),
+                slots: load(&cols[1]),
+                lo_low: load(&cols[2]),
+                lo_high: load(&cols[3]),
+            }
+        }
+    }
+
+    /// Lanes `s` (each below 64) of a 64-lane column; `high` has lane j
+    /// set where `s[j] >= 32`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn lookup64(col: &[__m512i; 4], s: __m512i, high: __mmask16) -> __m512i {
+        _mm512_mask_blend_epi32(
+            high,
+            _mm512_permutex2var_epi32(col[0], s, col[1]),
+            _mm512_permutex2var_epi32(col[2], s, col[3]),
+        )
+    }
+
+    /// [`fill_rows`], with the regions in registers (`PERMUTE`, at most
+    /// [`PERMUTED`] regions) or gathered from memory.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    unsafe fn fill_rows_with<const PERMUTE: bool>(
+        sat: &[u32],
+        seq: &[u64],
+        mask: &[u64],
+        n: usize,
+        r: Columns<'_>,
+        table: &mut [u32],
+        sink: usize,
+    ) -> bool {
         let outside = r.lo.len() - 1;
+        assert!(!PERMUTE || r.lo.len() <= PERMUTED);
         debug_assert!(r.first.len() == r.lo.len() && r.slots.len() == r.lo.len());
         assert!(sat.len() >= n && seq.len() >= n && mask.len() * 64 >= n);
         assert!(sink + SINK_WORDS * 64 <= table.len());
@@ -995,6 +1070,16 @@ mod x86 {
                 _mm512_set1_epi32(SINK_WORDS as i32 - 1),
             )),
         );
+        let permuted = if PERMUTE {
+            Some(Permuted::new(&r))
+        } else {
+            None
+        };
+        // Lane j of the low 8 (high 8) u64s of `lo` from the two u32 halves.
+        let (low_8, high_8) = (
+            _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
+            _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31),
+        );
         let mut missed: u16 = 0;
         for b in (0..whole).step_by(16).rev() {
             let valid = (mask[b / 64] >> (b % 64)) as u16;
@@ -1007,18 +1092,32 @@ mod x86 {
                 )
             };
             let s = _mm512_min_epu32(_mm512_sub_epi32(sats, min_sat), last);
-            // SAFETY: every lane of `s` is at most `outside`, an index of
-            // each region column.
-            let (first, slots, lo_lo, lo_hi) = unsafe {
+            let (first, slots, lo_lo, lo_hi) = if let Some(p) = &permuted {
+                let high = _mm512_test_epi32_mask(s, _mm512_set1_epi32(32));
+                let (low, above) = (lookup64(&p.lo_low, s, high), lookup64(&p.lo_high, s, high));
                 (
-                    _mm512_i32gather_epi32::<4>(s, r.first.as_ptr().cast()),
-                    _mm512_i32gather_epi32::<4>(s, r.slots.as_ptr().cast()),
-                    _mm512_i32gather_epi64::<8>(_mm512_castsi512_si256(s), r.lo.as_ptr().cast()),
-                    _mm512_i32gather_epi64::<8>(
-                        _mm512_extracti64x4_epi64::<1>(s),
-                        r.lo.as_ptr().cast(),
-                    ),
+                    lookup64(&p.first, s, high),
+                    lookup64(&p.slots, s, high),
+                    _mm512_permutex2var_epi32(low, low_8, above),
+                    _mm512_permutex2var_epi32(low, high_8, above),
                 )
+            } else {
+                // SAFETY: every lane of `s` is at most `outside`, an index
+                // of each region column.
+                unsafe {
+                    (
+                        _mm512_i32gather_epi32::<4>(s, r.first.as_ptr().cast()),
+                        _mm512_i32gather_epi32::<4>(s, r.slots.as_ptr().cast()),
+                        _mm512_i32gather_epi64::<8>(
+                            _mm512_castsi512_si256(s),
+                            r.lo.as_ptr().cast(),
+                        ),
+                        _mm512_i32gather_epi64::<8>(
+                            _mm512_extracti64x4_epi64::<1>(s),
+                            r.lo.as_ptr().cast(),
+                        ),
+                    )
+                }
             };
             let (off_lo, off_hi) = (
                 _mm512_sub_epi64(seq_lo, lo_lo),
