@@ -69,6 +69,25 @@ impl Extract {
     }
 }
 
+impl Extract {
+    /// [`Extract::push`] from one word of a direct table, leaving its 64
+    /// slots as the next fill needs them: [`EMPTY`] for the AVX-512 kind
+    /// (whose fill scatters and finds rows by what is not empty), untouched
+    /// for the scalar kind (whose fill keeps a bitmap).
+    #[inline]
+    pub fn take(self, slots: &mut [u32; 64], kept: u64, out: &mut Vec<u32>) {
+        match self.0 {
+            #[cfg(target_arch = "x86_64")]
+            Kind::Avx512 => {
+                // SAFETY: an `Extract` of this kind exists only when
+                // `detect` found AVX-512F on this CPU.
+                unsafe { x86::take(slots, kept, out) }
+            }
+            _ => push_scalar(slots, kept, out),
+        }
+    }
+}
+
 /// [`Extract::push`], one bit at a time.
 #[inline]
 fn push_scalar(slots: &[u32; 64], mut kept: u64, out: &mut Vec<u32>) {
@@ -82,9 +101,43 @@ fn push_scalar(slots: &[u32; 64], mut kept: u64, out: &mut Vec<u32>) {
 mod x86 {
     use std::arch::x86_64::*;
 
+    use super::super::sort_unique::EMPTY;
+
     /// [`super::Extract::push`] with `vpcompressd`, 16 slots at a time.
     #[target_feature(enable = "avx512f")]
     pub(super) fn push(slots: &[u32; 64], kept: u64, out: &mut Vec<u32>) {
+        // SAFETY: `slots` holds 64 u32: four 16-lane unaligned loads.
+        let lanes = std::array::from_fn(|q| unsafe {
+            _mm512_loadu_si512(slots.as_ptr().add(16 * q).cast())
+        });
+        append(&lanes, kept, out);
+    }
+
+    /// [`super::Extract::take`]: [`push`], and [`EMPTY`] stored over the
+    /// slots.
+    #[target_feature(enable = "avx512f")]
+    pub(super) fn take(slots: &mut [u32; 64], kept: u64, out: &mut Vec<u32>) {
+        // SAFETY: `slots` holds 64 u32: four 16-lane unaligned loads.
+        let lanes = std::array::from_fn(|q| unsafe {
+            _mm512_loadu_si512(slots.as_ptr().add(16 * q).cast())
+        });
+        for q in 0..4 {
+            // SAFETY: as the loads, and `slots` is borrowed mutably.
+            unsafe {
+                _mm512_storeu_si512(
+                    slots.as_mut_ptr().add(16 * q).cast(),
+                    _mm512_set1_epi32(EMPTY as i32),
+                )
+            };
+        }
+        append(&lanes, kept, out);
+    }
+
+    /// Appends lane `j % 16` of `lanes[j / 16]` for each set bit `j` of
+    /// `kept`, in ascending `j`.
+    #[target_feature(enable = "avx512f")]
+    #[inline]
+    fn append(lanes: &[__m512i; 4], kept: u64, out: &mut Vec<u32>) {
         if kept == 0 {
             return;
         }
@@ -93,11 +146,8 @@ mod x86 {
         out.reserve(kept.count_ones() as usize + 16);
         let mut len = out.len();
         let base = out.as_mut_ptr();
-        for q in 0..4 {
+        for (q, &lanes) in lanes.iter().enumerate() {
             let bits = (kept >> (16 * q)) as u16;
-            // SAFETY: `slots` holds 64 u32, so 16 from `16 * q` are
-            // readable; the unaligned load needs no alignment.
-            let lanes = unsafe { _mm512_loadu_si512(slots.as_ptr().add(16 * q).cast()) };
             let packed = _mm512_maskz_compress_epi32(bits, lanes);
             // SAFETY: `len` plus the rows still to come of `kept` is at
             // most `len + count_ones`, and the capacity leaves 16 more:
@@ -114,6 +164,7 @@ mod x86 {
 
 #[cfg(test)]
 mod tests {
+    use super::super::sort_unique::EMPTY;
     use super::*;
 
     /// Every kind appends what the scalar twin does, for random and edge
@@ -144,6 +195,14 @@ mod tests {
                 got.extend_from_slice(&prefix);
                 kind.push(&slots, kept, &mut got);
                 assert_eq!(got, want, "{kind:?}, mask {kept:#x}");
+                // `take` appends the same, and leaves the slots empty for
+                // the kind whose fill scatters.
+                let mut taken = slots;
+                got.truncate(prefix.len());
+                kind.take(&mut taken, kept, &mut got);
+                assert_eq!(got, want, "take: {kind:?}, mask {kept:#x}");
+                let left = if kind.is_avx512() { [EMPTY; 64] } else { slots };
+                assert_eq!(taken, left, "take leaves: {kind:?}");
             }
         }
     }

@@ -518,16 +518,12 @@ impl SortUnique {
             Packing::Direct { slots } => {
                 // Only the occupied slots are read: the scan costs a word per
                 // 64 slots plus one step per survivor, and leaves the bitmap clear.
-                let empty_after = self.extract.is_avx512();
                 let table = self.table[..slots].chunks_exact_mut(64);
                 for (word, slots) in self.occupied[..slots / 64].iter_mut().zip(table) {
                     let bits = std::mem::take(word);
                     if bits != 0 {
                         let words: &mut [u32; 64] = slots.try_into().expect("chunks of 64");
-                        self.extract.push(words, bits, survivors);
-                        if empty_after {
-                            words.fill(EMPTY);
-                        }
+                        self.extract.take(words, bits, survivors);
                     }
                 }
             }

@@ -128,7 +128,7 @@
 
 use rustc_hash::FxHashMap;
 
-use super::sort_unique::{DirectBlocks, EMPTY};
+use super::sort_unique::DirectBlocks;
 use super::DedupCounts;
 use crate::batch::Rows;
 
@@ -608,7 +608,6 @@ impl Window {
                 // Classify every word against the state at the start of the
                 // batch, leaving the kept bits in the block, then move H.
                 let h0 = state.high;
-                let mut high = h0;
                 for (k, word) in (k0..).zip(block.iter_mut()) {
                     let occ = *word;
                     let q0 = k << 6;
@@ -626,12 +625,11 @@ impl Window {
                     counts.duplicates += u64::from((occ & inside & ring).count_ones());
                     counts.late += u64::from(late.count_ones());
                     *word = newer | late | if stale_forwards { occ & stale } else { 0 };
-                    if newer != 0 {
-                        high = q0 + 63 - u64::from(newer.leading_zeros());
-                    }
                 }
-                if high > h0 {
-                    state.advance(high);
+                // Every key above H is new and kept: the highest, if any,
+                // is the block's.
+                if top > h0 {
+                    state.advance(top);
                 }
             } else {
                 // Anchored at its lowest key: every key is new.
@@ -643,7 +641,7 @@ impl Window {
             // forward their rows.
             let high = state.high;
             let table = &mut d.table[first * 64..(first + block.len()) * 64];
-            for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact(64)) {
+            for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact_mut(64)) {
                 let kept = std::mem::take(word);
                 let q0 = k << 6;
                 let remembered = if high >= width {
@@ -652,11 +650,8 @@ impl Window {
                     u64::MAX
                 };
                 state.ring[k as usize & ring_mask] |= kept & remembered;
-                let slots = slots.try_into().expect("chunks of 64");
-                d.extract.push(slots, kept, forward);
-            }
-            if d.extract.is_avx512() {
-                table.fill(EMPTY);
+                let slots: &mut [u32; 64] = slots.try_into().expect("chunks of 64");
+                d.extract.take(slots, kept, forward);
             }
         }
         counts
