@@ -429,28 +429,39 @@ impl SortUnique {
         // lowest seq up to what its highest seq moved since the last
         // batch, half as much again, a tenth of its span and 16 (its span
         // when it had no block then). Tight, so the table scans stay small;
-        // a batch whose row misses is planned exactly (see `guess`).
+        // a batch whose row misses is planned exactly (see `guess`). A
+        // satellite between this batch's first and last that had a block in
+        // the batch before but none in this one keeps a region guessed from
+        // that block: with many satellites, a few are missing from each
+        // batch, and each would otherwise make the next batch miss.
         self.regions.clear();
         let mut next = 0u64;
         if let (Some(first), Some(last)) = (self.blocks.first(), self.blocks.last()) {
             self.regions_min_sat = first.sat;
             self.regions
                 .resize((last.sat - first.sat) as usize + 1, Region::default());
-            let mut prev = self.prev_blocks.iter().peekable();
-            for b in &self.blocks {
-                while prev.next_if(|p| p.sat < b.sat).is_some() {}
-                let moved = match prev.peek() {
-                    Some(p) if p.sat == b.sat => b.high.saturating_sub(p.high),
-                    _ => b.high - b.low,
-                };
-                let (lo, hi) = guess(b.low, b.high, moved);
+            let regions = &mut self.regions;
+            let mut place = |sat: u32, (lo, hi): (u64, u64)| {
                 let slots = (hi - lo + 1) * 64;
-                self.regions[(b.sat - first.sat) as usize] = Region {
+                regions[(sat - first.sat) as usize] = Region {
                     lo: lo * 64,
                     slots,
                     first: next,
                 };
                 next = next.saturating_add(slots);
+            };
+            let mut prev = self.prev_blocks.iter().peekable();
+            for b in &self.blocks {
+                while let Some(p) = prev.next_if(|p| p.sat < b.sat) {
+                    if p.sat > first.sat {
+                        place(p.sat, guess(p.low, p.high, p.high - p.low));
+                    }
+                }
+                let moved = match prev.next_if(|p| p.sat == b.sat) {
+                    Some(p) => b.high.saturating_sub(p.high),
+                    None => b.high - b.low,
+                };
+                place(b.sat, guess(b.low, b.high, moved));
             }
         }
         self.regions_slots = usize::try_from(next).unwrap_or(usize::MAX);
