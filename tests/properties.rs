@@ -451,6 +451,26 @@ fn dedup_agrees(
     Ok(())
 }
 
+/// The window's high mark moves past the end of its word to a block that
+/// starts in a later word: the seqs in between must leave the ring clear,
+/// or a late key among them is taken for a copy of the key a ring below it.
+/// Width 64 (a one-word ring): keys 950..=960, then 1010, then 1030 (its
+/// block starts at 1024, the high mark was 1010), then the late 1015 and
+/// 1020, whose slots held 951 and 956.
+#[test]
+fn a_late_key_below_a_moved_high_mark_is_late_not_a_copy() {
+    let batch =
+        |seqs: &[u64]| -> TestBatch { (seqs.iter().map(|&q| (3, q, true)).collect(), false) };
+    let first: Vec<u64> = (950..=960).collect();
+    let batches = [
+        batch(&first),
+        batch(&[1010]),
+        batch(&[1030]),
+        batch(&[1015, 1020]),
+    ];
+    dedup_agrees(&batches, 64, StalePolicy::Forward, true).unwrap();
+}
+
 /// The direct layout and the word-at-a-time window at the top of the id
 /// and seq ranges: satellites `u32::MAX - 4095 ..= u32::MAX`, seqs up to
 /// `u64::MAX`, every width edge, both stale policies, an all-invalid batch.

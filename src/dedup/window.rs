@@ -303,26 +303,33 @@ impl SatWindow {
     /// Clears the slots of seqs `(self.high, new_high]` and moves `high`.
     fn advance(&mut self, new_high: u64) {
         debug_assert!(new_high >= self.high);
-        let bits = self.ring_bits();
-        let mut count = new_high - self.high;
-        if count >= bits {
+        if new_high - self.high >= self.ring_bits() {
             self.ring.fill(0);
         } else {
-            let mut slot = ((self.high.wrapping_add(1)) & (bits - 1)) as usize;
-            while count > 0 {
-                let (word, bit) = (slot / 64, slot % 64);
-                let take = (64 - bit as u64).min(count);
-                let ones = if take == 64 {
-                    u64::MAX
-                } else {
-                    ((1u64 << take) - 1) << bit
-                };
-                self.ring[word] &= !ones;
-                count -= take;
-                slot = (slot + take as usize) & (bits as usize - 1);
-            }
+            self.clear_after(self.high, new_high);
         }
         self.high = new_high;
+    }
+
+    /// Clears the slots of seqs `from + 1 ..= to` (fewer than the ring's
+    /// bits).
+    fn clear_after(&mut self, from: u64, to: u64) {
+        let bits = self.ring_bits();
+        let mut count = to - from;
+        debug_assert!(count < bits);
+        let mut slot = ((from.wrapping_add(1)) & (bits - 1)) as usize;
+        while count > 0 {
+            let (word, bit) = (slot / 64, slot % 64);
+            let take = (64 - bit as u64).min(count);
+            let ones = if take == 64 {
+                u64::MAX
+            } else {
+                ((1u64 << take) - 1) << bit
+            };
+            self.ring[word] &= !ones;
+            count -= take;
+            slot = (slot + take as usize) & (bits as usize - 1);
+        }
     }
 }
 
@@ -604,27 +611,62 @@ impl Window {
                 SatWindow::new(words)
             });
             let ring_mask = state.ring.len() - 1;
+            let ring_bits = state.ring_bits();
+            let classify = |occ: u64, q0: u64, h0: u64, ring: u64, counts: &mut DedupCounts| {
+                let upto_h0 = bits_upto(q0, h0);
+                let stale = if h0 >= width {
+                    bits_upto(q0, h0 - width)
+                } else {
+                    0
+                };
+                let inside = upto_h0 & !stale;
+                let newer = occ & !upto_h0;
+                let late = occ & inside & !ring;
+                counts.stale += u64::from((occ & stale).count_ones());
+                counts.duplicates += u64::from((occ & inside & ring).count_ones());
+                counts.late += u64::from(late.count_ones());
+                newer | late | if stale_forwards { occ & stale } else { 0 }
+            };
+            if state.live && top.saturating_sub(state.high) < ring_bits && top - base < ring_bits {
+                // One pass, each word classified, remembered and forwarded
+                // at once: moving H clears the slots of seqs in (H, top],
+                // and a ring word's slots for the block's newer seqs are
+                // cleared right before its kept bits go in. A cleared slot
+                // never held a key this pass still has to read (a newer seq
+                // aliases only seqs at least a ring below it, and those
+                // come earlier, in lower words); the seqs of (H, top] below
+                // the block's first word are cleared first.
+                let h0 = state.high;
+                let high = h0.max(top);
+                let first_seq = k0 << 6;
+                if top > h0 && first_seq > h0.saturating_add(1) {
+                    state.clear_after(h0, top.min(first_seq - 1));
+                }
+                let table = &mut d.table[first * 64..(first + block.len()) * 64];
+                for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact_mut(64)) {
+                    let q0 = k << 6;
+                    let ring = &mut state.ring[k as usize & ring_mask];
+                    let kept = classify(std::mem::take(word), q0, h0, *ring, &mut counts);
+                    let remembered = if high >= width {
+                        !bits_upto(q0, high - width)
+                    } else {
+                        u64::MAX
+                    };
+                    let cleared = !bits_upto(q0, h0) & bits_upto(q0, top);
+                    *ring = (*ring & !cleared) | (kept & remembered);
+                    let slots: &mut [u32; 64] = slots.try_into().expect("chunks of 64");
+                    d.extract.take(slots, kept, forward);
+                }
+                state.high = high;
+                continue;
+            }
             if state.live {
                 // Classify every word against the state at the start of the
                 // batch, leaving the kept bits in the block, then move H.
                 let h0 = state.high;
                 for (k, word) in (k0..).zip(block.iter_mut()) {
-                    let occ = *word;
-                    let q0 = k << 6;
-                    let upto_h0 = bits_upto(q0, h0);
-                    let stale = if h0 >= width {
-                        bits_upto(q0, h0 - width)
-                    } else {
-                        0
-                    };
-                    let inside = upto_h0 & !stale;
                     let ring = state.ring[k as usize & ring_mask];
-                    let newer = occ & !upto_h0;
-                    let late = occ & inside & !ring;
-                    counts.stale += u64::from((occ & stale).count_ones());
-                    counts.duplicates += u64::from((occ & inside & ring).count_ones());
-                    counts.late += u64::from(late.count_ones());
-                    *word = newer | late | if stale_forwards { occ & stale } else { 0 };
+                    *word = classify(*word, k << 6, h0, ring, &mut counts);
                 }
                 // Every key above H is new and kept: the highest, if any,
                 // is the block's.
