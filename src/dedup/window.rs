@@ -643,7 +643,9 @@ impl Window {
                     state.clear_after(h0, top.min(first_seq - 1));
                 }
                 let table = &mut d.table[first * 64..(first + block.len()) * 64];
-                for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact_mut(64)) {
+                for ((k, word), slots) in
+                    (k0..).zip(block.iter_mut()).zip(table.chunks_exact_mut(64))
+                {
                     let q0 = k << 6;
                     let ring = &mut state.ring[k as usize & ring_mask];
                     let kept = classify(std::mem::take(word), q0, h0, *ring, &mut counts);
