@@ -895,7 +895,8 @@ pub(super) struct DirectBlocks<'a> {
     pub table: &'a mut [u32],
     /// How to append a word's kept rows; when it is the AVX-512 kind the
     /// fill scattered, and the reader must leave every slot of the blocks
-    /// [`EMPTY`].
+    /// [`EMPTY`]: [`Extract::take`] on every word of every block does, so a
+    /// reader that skipped a block would leave rows for the next batch.
     pub extract: Extract,
     /// One bit per slot; the reader must leave it clear.
     pub occupied: &'a mut [u64],

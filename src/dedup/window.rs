@@ -627,20 +627,25 @@ impl Window {
                 counts.late += u64::from(late.count_ones());
                 newer | late | if stale_forwards { occ & stale } else { 0 }
             };
-            if state.live && top.saturating_sub(state.high) < ring_bits && top - base < ring_bits {
+            if state.live && top.saturating_sub(state.high) < ring_bits {
                 // One pass, each word classified, remembered and forwarded
                 // at once: moving H clears the slots of seqs in (H, top],
                 // and a ring word's slots for the block's newer seqs are
-                // cleared right before its kept bits go in. A cleared slot
-                // never held a key this pass still has to read (a newer seq
-                // aliases only seqs at least a ring below it, and those
-                // come earlier, in lower words); the seqs of (H, top] below
-                // the block's first word are cleared first.
+                // cleared right before its kept bits go in. No earlier word
+                // of the pass changed a slot a later word reads: a cleared
+                // slot belongs to a seq above H, and the inside keys sharing
+                // it lie at or below H, in earlier words, already read; a
+                // slot set for a remembered key p aliases a later inside key
+                // q only if q - p >= R >= W, and then p is not remembered
+                // (p <= H - W <= high - W). The seqs of (H, top] below the
+                // block's first word (a block that starts above H's word)
+                // are cleared first; such a block has no inside key.
                 let h0 = state.high;
                 let high = h0.max(top);
                 let first_seq = k0 << 6;
-                if top > h0 && first_seq > h0.saturating_add(1) {
-                    state.clear_after(h0, top.min(first_seq - 1));
+                if first_seq > h0.saturating_add(1) {
+                    // Then top >= first_seq > H + 1: fewer than R seqs.
+                    state.clear_after(h0, first_seq - 1);
                 }
                 let table = &mut d.table[first * 64..(first + block.len()) * 64];
                 for ((k, word), slots) in
