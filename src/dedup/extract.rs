@@ -8,7 +8,7 @@
 //! four steps per word, none depending on the mask. [`Extract::SCALAR`] is
 //! the twin the tests compare with.
 
-/// How [`Extract::push`] appends kept rows. Only [`Extract::detect`] makes
+/// How [`Extract::take`] appends kept rows. Only [`Extract::detect`] makes
 /// the AVX-512 kind, so holding one proves the CPU has AVX-512F.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Extract(Kind);
@@ -54,26 +54,10 @@ impl Extract {
     }
 
     /// Appends `slots[j]` to `out` for each set bit `j` of `kept`, in
-    /// ascending `j`.
-    #[inline]
-    pub fn push(self, slots: &[u32; 64], kept: u64, out: &mut Vec<u32>) {
-        match self.0 {
-            #[cfg(target_arch = "x86_64")]
-            Kind::Avx512 => {
-                // SAFETY: an `Extract` of this kind exists only when
-                // `detect` found AVX-512F on this CPU.
-                unsafe { x86::push(slots, kept, out) }
-            }
-            _ => push_scalar(slots, kept, out),
-        }
-    }
-}
-
-impl Extract {
-    /// [`Extract::push`] from one word of a direct table, leaving its 64
-    /// slots as the next fill needs them: [`EMPTY`] for the AVX-512 kind
-    /// (whose fill scatters and finds rows by what is not empty), untouched
-    /// for the scalar kind (whose fill keeps a bitmap).
+    /// ascending `j`, from one word of a direct table, leaving its 64 slots
+    /// as the next fill needs them: [`EMPTY`] for the AVX-512 kind (whose
+    /// fill scatters and finds rows by what is not empty), untouched for
+    /// the scalar kind (whose fill keeps a bitmap).
     #[inline]
     pub fn take(self, slots: &mut [u32; 64], kept: u64, out: &mut Vec<u32>) {
         match self.0 {
@@ -88,7 +72,7 @@ impl Extract {
     }
 }
 
-/// [`Extract::push`], one bit at a time.
+/// [`Extract::take`]'s appending, one bit at a time.
 #[inline]
 fn push_scalar(slots: &[u32; 64], mut kept: u64, out: &mut Vec<u32>) {
     while kept != 0 {
@@ -103,18 +87,8 @@ mod x86 {
 
     use super::super::sort_unique::EMPTY;
 
-    /// [`super::Extract::push`] with `vpcompressd`, 16 slots at a time.
-    #[target_feature(enable = "avx512f")]
-    pub(super) fn push(slots: &[u32; 64], kept: u64, out: &mut Vec<u32>) {
-        // SAFETY: `slots` holds 64 u32: four 16-lane unaligned loads.
-        let lanes = std::array::from_fn(|q| unsafe {
-            _mm512_loadu_si512(slots.as_ptr().add(16 * q).cast())
-        });
-        append(&lanes, kept, out);
-    }
-
-    /// [`super::Extract::take`]: [`push`], and [`EMPTY`] stored over the
-    /// slots.
+    /// [`super::Extract::take`] with `vpcompressd`, 16 slots at a time,
+    /// and [`EMPTY`] stored over the slots.
     #[target_feature(enable = "avx512f")]
     pub(super) fn take(slots: &mut [u32; 64], kept: u64, out: &mut Vec<u32>) {
         // SAFETY: `slots` holds 64 u32: four 16-lane unaligned loads.
@@ -167,8 +141,8 @@ mod tests {
     use super::super::sort_unique::EMPTY;
     use super::*;
 
-    /// Every kind appends what the scalar twin does, for random and edge
-    /// masks, onto vectors of every small length and capacity.
+    /// Every kind's `take` appends what the scalar twin does, for random
+    /// and edge masks, onto vectors of every small length and capacity.
     #[test]
     fn every_kind_matches_the_scalar_twin() {
         let kinds = Extract::available();
@@ -193,14 +167,10 @@ mod tests {
             for kind in &kinds {
                 let mut got = Vec::with_capacity(i % 70);
                 got.extend_from_slice(&prefix);
-                kind.push(&slots, kept, &mut got);
-                assert_eq!(got, want, "{kind:?}, mask {kept:#x}");
-                // `take` appends the same, and leaves the slots empty for
-                // the kind whose fill scatters.
                 let mut taken = slots;
-                got.truncate(prefix.len());
                 kind.take(&mut taken, kept, &mut got);
-                assert_eq!(got, want, "take: {kind:?}, mask {kept:#x}");
+                assert_eq!(got, want, "{kind:?}, mask {kept:#x}");
+                // The slots are left empty for the kind whose fill scatters.
                 let left = if kind.is_avx512() { [EMPTY; 64] } else { slots };
                 assert_eq!(taken, left, "take leaves: {kind:?}");
             }

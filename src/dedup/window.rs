@@ -398,6 +398,17 @@ fn bits_upto(q0: u64, limit: u64) -> u64 {
     }
 }
 
+/// The bits of the word holding seqs `q0 .. q0 + 64` whose seq a window
+/// `width` wide with high mark `high` remembers: above `high - width`.
+#[inline]
+fn bits_remembered(q0: u64, high: u64, width: u64) -> u64 {
+    if high >= width {
+        !bits_upto(q0, high - width)
+    } else {
+        u64::MAX
+    }
+}
+
 /// Per-satellite window state.
 #[derive(Debug, Clone)]
 pub struct Window {
@@ -654,11 +665,7 @@ impl Window {
                     let q0 = k << 6;
                     let ring = &mut state.ring[k as usize & ring_mask];
                     let kept = classify(std::mem::take(word), q0, h0, *ring, &mut counts);
-                    let remembered = if high >= width {
-                        !bits_upto(q0, high - width)
-                    } else {
-                        u64::MAX
-                    };
+                    let remembered = bits_remembered(q0, high, width);
                     let cleared = !bits_upto(q0, h0) & bits_upto(q0, top);
                     *ring = (*ring & !cleared) | (kept & remembered);
                     let slots: &mut [u32; 64] = slots.try_into().expect("chunks of 64");
@@ -693,12 +700,7 @@ impl Window {
             for ((k, word), slots) in (k0..).zip(block.iter_mut()).zip(table.chunks_exact_mut(64)) {
                 let kept = std::mem::take(word);
                 let q0 = k << 6;
-                let remembered = if high >= width {
-                    !bits_upto(q0, high - width)
-                } else {
-                    u64::MAX
-                };
-                state.ring[k as usize & ring_mask] |= kept & remembered;
+                state.ring[k as usize & ring_mask] |= kept & bits_remembered(q0, high, width);
                 let slots: &mut [u32; 64] = slots.try_into().expect("chunks of 64");
                 d.extract.take(slots, kept, forward);
             }
