@@ -956,38 +956,6 @@ mod x86 {
 
     use super::{Columns, EMPTY, SINK_WORDS};
 
-    /// [`super::fill_rows`] for a table that holds [`EMPTY`] where no row
-    /// is: the rows only store, sixteen at a time with one scatter and no
-    /// bitmap. Lanes hold rows in descending order, and a scatter writes its
-    /// lanes in ascending order, so the first copy of a (sat, seq) is the
-    /// last write to its slot, as in the scalar loop. The rows past the last
-    /// whole 16 go first, one at a time. Returns false when a valid row was
-    /// outside its region.
-    ///
-    /// # Safety
-    /// AVX-512F. Every region of `r` ends at or below `sink`, and `table`
-    /// has `SINK_WORDS * 64` slots from `sink`; `r` has at least one region
-    /// and `r.lo`, `r.first`, `r.slots` are equally long.
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn fill_rows(
-        sat: &[u32],
-        seq: &[u64],
-        mask: &[u64],
-        n: usize,
-        r: Columns<'_>,
-        table: &mut [u32],
-        sink: usize,
-    ) -> bool {
-        // SAFETY: as this function's.
-        unsafe {
-            if r.lo.len() <= PERMUTED {
-                fill_rows_with::<true>(sat, seq, mask, n, r, table, sink)
-            } else {
-                fill_rows_with::<false>(sat, seq, mask, n, r, table, sink)
-            }
-        }
-    }
-
     /// Regions up to which [`fill_rows`] looks a row's region up in
     /// registers (`vpermt2d` over four 16-lane registers per column)
     /// instead of with gathers.
@@ -1039,11 +1007,21 @@ mod x86 {
         )
     }
 
-    /// [`fill_rows`], with the regions in registers (`PERMUTE`, at most
-    /// [`PERMUTED`] regions) or gathered from memory.
+    /// [`super::fill_rows`] for a table that holds [`EMPTY`] where no row
+    /// is: the rows only store, sixteen at a time with one scatter and no
+    /// bitmap. Lanes hold rows in descending order, and a scatter writes its
+    /// lanes in ascending order, so the first copy of a (sat, seq) is the
+    /// last write to its slot, as in the scalar loop. The rows past the last
+    /// whole 16 go first, one at a time. Each row's region is looked up in
+    /// registers when there are at most [`PERMUTED`] regions, gathered
+    /// otherwise. Returns false when a valid row was outside its region.
+    ///
+    /// # Safety
+    /// AVX-512F. Every region of `r` ends at or below `sink`, and `table`
+    /// has `SINK_WORDS * 64` slots from `sink`; `r` has at least one region
+    /// and `r.lo`, `r.first`, `r.slots` are equally long.
     #[target_feature(enable = "avx512f")]
-    #[inline]
-    unsafe fn fill_rows_with<const PERMUTE: bool>(
+    pub(super) unsafe fn fill_rows(
         sat: &[u32],
         seq: &[u64],
         mask: &[u64],
@@ -1053,7 +1031,6 @@ mod x86 {
         sink: usize,
     ) -> bool {
         let outside = r.lo.len() - 1;
-        assert!(!PERMUTE || r.lo.len() <= PERMUTED);
         debug_assert!(r.first.len() == r.lo.len() && r.slots.len() == r.lo.len());
         assert!(sat.len() >= n && seq.len() >= n && mask.len() * 64 >= n);
         assert!(sink + SINK_WORDS * 64 <= table.len());
@@ -1086,11 +1063,8 @@ mod x86 {
                 _mm512_set1_epi32(SINK_WORDS as i32 - 1),
             )),
         );
-        let permuted = if PERMUTE {
-            Some(Permuted::new(&r))
-        } else {
-            None
-        };
+        // At most PERMUTED regions: looked up in registers, not gathered.
+        let permuted = (r.lo.len() <= PERMUTED).then(|| Permuted::new(&r));
         // Lane j of the low 8 (high 8) u64s of `lo` from the two u32 halves.
         let (low_8, high_8) = (
             _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23),
