@@ -187,15 +187,22 @@ fn scratch(name: &str) -> std::path::PathBuf {
     dir
 }
 
+/// `dir/cap.bin`, a capture of `frames` frames written by `gen`.
+fn gen_capture(dir: &std::path::Path, frames: u64) -> std::path::PathBuf {
+    let cap = dir.join("cap.bin");
+    let frames = frames.to_string();
+    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", &frames]);
+    assert!(g.status.success(), "gen: {g:?}");
+    cap
+}
+
 /// `process --threads 2` (decoding on a thread of its own) writes the bytes
 /// and prints the summary of `--threads 1`, and the default (two threads
 /// here) does too.
 #[test]
 fn process_on_two_threads_writes_what_one_does() {
     let dir = scratch("threads");
-    let cap = dir.join("cap.bin");
-    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "200000"]);
-    assert!(g.status.success());
+    let cap = gen_capture(&dir, 200_000);
     let run = |threads: Option<&str>| {
         let out = dir.join(format!("out-{}.bin", threads.unwrap_or("default")));
         let mut args = vec![
@@ -228,9 +235,7 @@ fn process_on_two_threads_writes_what_one_does() {
 #[test]
 fn a_write_error_ends_process_on_an_idle_fifo() {
     let dir = scratch("fifo");
-    let cap = dir.join("cap.bin");
-    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "40000"]);
-    assert!(g.status.success());
+    let cap = gen_capture(&dir, 40_000);
     let fifo = dir.join("in.fifo");
     assert!(Command::new("mkfifo")
         .arg(&fifo)
@@ -277,9 +282,7 @@ fn a_write_error_ends_process_on_an_idle_fifo() {
 #[test]
 fn process_refuses_the_same_file_for_input_and_output() {
     let dir = scratch("same");
-    let cap = dir.join("cap.bin");
-    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "100"]);
-    assert!(g.status.success());
+    let cap = gen_capture(&dir, 100);
     let before = std::fs::read(&cap).unwrap();
     // The same path, and the same file through another name.
     let link = dir.join("link.bin");
@@ -375,9 +378,7 @@ fn messages_name_the_real_cause() {
 #[test]
 fn sigint_during_process_prints_the_summary_and_exits_130() {
     let dir = scratch("sigint");
-    let cap = dir.join("cap.bin");
-    let g = meridian(&["gen", "--out", cap.to_str().unwrap(), "--frames", "3000000"]);
-    assert!(g.status.success());
+    let cap = gen_capture(&dir, 3_000_000);
     let out = dir.join("out.bin");
     let mut child = Command::new(env!("CARGO_BIN_EXE_meridian-pipeline"))
         .args([
