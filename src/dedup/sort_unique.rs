@@ -703,11 +703,10 @@ impl SortUnique {
 /// since the batch before (see [`SortUnique::end_direct_fill`]): from 32
 /// below the lowest (a lagging station's late frames) to the highest plus
 /// 1.5 times the move, a tenth of the span and 16. On the default workload
-/// (traced once, audit.md section 15) this misses 3.5% of
-/// batches at batch 1000 and none at 65536, with 10.8 and 1.75 slots per
-/// row, against 0.2% and 6.7% misses with 17.5 and 1.48 slots for the
-/// guess it replaced (a word below the lowest to the span above the
-/// highest).
+/// (traced, audit.md section 15) this misses 3.5% of batches at batch 1000
+/// and none at 65536, with 10.7 and 1.74 slots per row, against 0.3% and
+/// 6.7% misses with 17.4 and 1.48 slots for the guess it replaced (a word
+/// below the lowest to the span above the highest).
 #[inline]
 fn guess(low: u64, high: u64, moved: u64) -> (u64, u64) {
     let ahead = moved
